@@ -9,6 +9,12 @@ extras="${1:-app}"
 venv="${SEQMAMBA_VENV:-.venv}"
 python="${PYTHON:-python3}"
 
+# The browser test drives Debian's chromium (the `test` extra brings Playwright's Python package);
+# a fresh CI machine lacks it, so install it there when we may.
+if [[ ",$extras," == *,test,* && "${CI:-}" == "true" && $EUID -eq 0 ]] && ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 stamp="$venv/.seqmamba-installed-$(cat pyproject.toml requirements/*.txt | sha1sum | cut -c1-12)-${extras//,/_}"
 if [[ -f "$stamp" ]]; then exit 0; fi
