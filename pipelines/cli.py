@@ -12,6 +12,7 @@ import sys
 # name -> ("module", "function", "one-line help"); the function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("pipelines.demo", "main", "check and time the kernels on this machine"),
+    "annotate-eval": ("pipelines.genome.annotate_eval", "main", "gene calls (GFF3) against a reference annotation"),
 }
 
 

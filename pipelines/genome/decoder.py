@@ -1,0 +1,206 @@
+"""Per-base probabilities -> gene models (CDS calls).
+
+Input: the sequence and ``probs`` (seqlen, 2 strands, 4 classes): for each base and strand, the
+model's probability of class 0 (non-coding) and of codon positions 1/2/3 (reverse strand counted
+along the reverse strand, as in ``pipelines.genome.labels``).
+
+Rule (one pass per strand and frame, then a greedy pass):
+1. Every in-frame stop codon of the genetic code ends a candidate ORF; its candidate starts are the
+   start codons (ATG/GTG/TTG that the code allows) in the same frame after the previous in-frame
+   stop. A base at codon position k of a candidate scores logit(p_k) = log p_k - log(1 - p_k), so
+   bases the model calls non-coding *or* coding in another frame count against it. For each stop
+   the start maximising the ORF's summed score is kept (ties: the longer ORF).
+2. ORFs shorter than ``min_length`` (start to stop codon inclusive) or scoring at most
+   ``min_score`` are dropped.
+3. Greedy: in decreasing score, an ORF is accepted unless more than ``max_overlap`` of its bases
+   already lie in accepted ORFs (either strand).
+
+On a linear sequence, ORFs may run off either end (``partial5``/``partial3``, starting or ending
+codon-aligned at the edge) when ``allow_partial``. On a circular one the sequence is extended by
+``max_length`` bases past the origin and each stop codon is considered exactly once, at the copy
+whose upstream window is complete, so genes across the origin are found like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from Bio.Data import CodonTable
+
+from pipelines.genome.annotation import CDS
+from pipelines.genome.errors import InputError
+
+DEFAULT_STARTS = ("ATG", "GTG", "TTG")
+_BASE_INDEX = np.full(256, -1, dtype=np.int16)
+for _i, _b in enumerate("ACGT"):
+    _BASE_INDEX[ord(_b)] = _i
+_COMPLEMENT = bytes.maketrans(b"ACGTN", b"TGCAN")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Settings of :func:`decode` (see the module docstring for the rule)."""
+
+    min_length: int = 90  # bp, start to stop codon inclusive (Prodigal's default)
+    max_overlap: int = 60  # bp an accepted ORF may share with already accepted ones
+    min_score: float = 0.0  # summed log-odds an ORF must exceed
+    allow_partial: bool = True  # linear sequences: ORFs running off an end
+    max_length: int = 100_000  # longest ORF looked for across the origin of a circular sequence
+    start_codons: tuple[str, ...] = DEFAULT_STARTS
+    eps: float = 1e-6  # probabilities are clipped to [eps, 1 - eps] before the logit
+
+    def __post_init__(self):
+        if self.min_length < 6:
+            raise ValueError(f"min_length must be at least 6 (a start and a stop codon), got {self.min_length}")
+        if self.max_overlap < 0 or self.max_length < self.min_length:
+            raise ValueError("max_overlap must be >= 0 and max_length >= min_length")
+
+
+def _codon_ids(codons) -> np.ndarray:
+    return np.array([16 * "ACGT".index(c[0]) + 4 * "ACGT".index(c[1]) + "ACGT".index(c[2]) for c in codons], dtype=int)
+
+
+def codon_tables(transl_table: int, start_codons=DEFAULT_STARTS) -> tuple[np.ndarray, np.ndarray]:
+    """(is_start (64,), is_stop (64,)) bool over codon ids 16*b1 + 4*b2 + b3 (A=0, C=1, G=2, T=3).
+
+    Starts are ``start_codons`` that NCBI's table lists as initiation codons; stops are the table's.
+    """
+    try:
+        table = CodonTable.unambiguous_dna_by_id[int(transl_table)]
+    except (KeyError, ValueError):
+        raise InputError(f"transl_table {transl_table!r} is not an NCBI genetic code") from None
+    is_start = np.zeros(64, dtype=bool)
+    is_stop = np.zeros(64, dtype=bool)
+    is_start[_codon_ids([c for c in start_codons if c in table.start_codons])] = True
+    is_stop[_codon_ids(table.stop_codons)] = True
+    return is_start, is_stop
+
+
+def _codons(seq: bytes) -> np.ndarray:
+    """Codon id starting at each base, -1 where the codon is incomplete or holds a non-ACGT base; (n,)."""
+    b = _BASE_INDEX[np.frombuffer(seq, dtype=np.uint8)]
+    ids = np.full(len(seq), -1, dtype=np.int16)
+    if len(seq) >= 3:
+        ids[:-2] = 16 * b[:-2] + 4 * b[1:-1] + b[2:]
+        ids[:-2][(b[:-2] < 0) | (b[1:-1] < 0) | (b[2:] < 0)] = -1
+    return ids
+
+
+def _frame_scores(p: np.ndarray, eps: float) -> np.ndarray:
+    """(n, 4) class probabilities of one strand -> (n, 3): column f scores each base as coding in the
+    frame whose codons start at positions = f (mod 3)."""
+    q = np.clip(p.astype(np.float64), eps, 1.0 - eps)
+    logit = (np.log(q) - np.log1p(-q)).astype(np.float32)  # (n, 4)
+    j = np.arange(p.shape[0])
+    return np.stack([logit[j, (j - f) % 3 + 1] for f in range(3)], axis=1)  # (n, 3)
+
+
+def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, tables) -> list[tuple]:
+    """Best ORF per stop codon on one strand: (parts in strand coordinates, score, partial5, partial3)."""
+    n = len(seq)
+    is_start, is_stop = tables
+    margin = min(cfg.max_length, n) if circular else 0
+    if circular:  # extended coordinates: x and x + n are the same base
+        wrap = np.arange(n + margin + 2) % n
+        ext = bytes(np.frombuffer(seq, dtype=np.uint8)[wrap])
+        p = p[wrap]
+    else:
+        ext = seq
+    codons = _codons(ext)
+    scores = _frame_scores(p, cfg.eps)  # (n_ext, 3)
+    edges = cfg.allow_partial and not circular
+    out = []
+    for f in range(3):
+        cum = np.concatenate([[0.0], np.cumsum(scores[:, f], dtype=np.float64)])
+        pos = np.arange(f, len(ext) - 2, 3)
+        ids = codons[pos]
+        valid = ids >= 0
+        ends = pos[valid & is_stop[np.where(valid, ids, 0)]] + 3
+        partial3 = np.zeros(ends.size, dtype=bool)
+        last = f + 3 * ((len(ext) - f) // 3)  # end of the last whole codon in this frame
+        if edges and (ends.size == 0 or ends[-1] < last):
+            ends, partial3 = np.append(ends, last), np.append(partial3, True)
+        if ends.size == 0:
+            continue
+        starts = pos[valid & is_start[np.where(valid, ids, 0)]]
+        partial5 = np.zeros(starts.size, dtype=bool)
+        if edges and not (starts.size and starts[0] == f):
+            starts, partial5 = np.insert(starts, 0, f), np.insert(partial5, 0, True)
+        seg = np.searchsorted(ends, starts, side="right")  # the stop (segment) each start reads into
+        if edges:  # an edge start only belongs to the first segment: there is no stop before it
+            keep = (seg < ends.size) & (~partial5 | (seg == 0))
+        else:
+            keep = seg < ends.size
+        starts, partial5, seg = starts[keep], partial5[keep], seg[keep]
+        length = ends[seg] - starts
+        keep = length >= cfg.min_length
+        starts, partial5, seg = starts[keep], partial5[keep], seg[keep]
+        score = cum[ends[seg]] - cum[starts]
+        order = np.lexsort((starts, -score, seg))  # per segment: best score, then longest
+        first = order[np.r_[True, seg[order][1:] != seg[order][:-1]]] if order.size else order
+        for i in first:
+            s, e = int(starts[i]), int(ends[seg[i]])
+            if score[i] <= cfg.min_score:
+                continue
+            if circular:
+                if not (margin <= e - 3 < n + margin) or e - s > n:
+                    continue  # this stop is considered at its other copy, or the ORF wraps onto itself
+                parts = [(s, e)] if e <= n else [(s - n, e - n)] if s >= n else [(s, n), (0, e - n)]
+            else:
+                parts = [(s, e)]
+            out.append((parts, float(score[i]), bool(partial5[i]), bool(partial3[seg[i]])))
+    return out
+
+
+def decode(
+    seq: str,
+    probs: np.ndarray,
+    *,
+    seqid: str = "seq",
+    transl_table: int = 11,
+    circular: bool = False,
+    config: DecoderConfig | None = None,
+) -> list[CDS]:
+    """Gene calls on one sequence from per-base class probabilities ``probs`` (seqlen, 2, 4).
+
+    Returns CDS sorted by their lowest coordinate, with ``score`` (summed log-odds), ``partial5`` /
+    ``partial3`` and ids ``{seqid}_{k}``.
+    """
+    cfg = config or DecoderConfig()
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[1:] != (2, 4) or probs.shape[0] != len(seq):
+        raise InputError(f"probs for {seqid}: expected shape ({len(seq)}, 2, 4), got {probs.shape}")
+    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        raise InputError(f"probs for {seqid}: values must be finite probabilities in [0, 1]")
+    tables = codon_tables(transl_table, cfg.start_codons)
+    n = len(seq)
+    fwd = seq.upper().encode("ascii")
+    candidates = []
+    for strand, strand_seq, p in ((1, fwd, probs[:, 0]), (-1, fwd.translate(_COMPLEMENT)[::-1], probs[::-1, 1])):
+        for parts, score, p5, p3 in _strand_orfs(strand_seq, p, circular, cfg, tables):
+            if strand == 1:
+                fparts = tuple((a, b, 1) for a, b in parts)
+            else:  # strand coordinate x is forward coordinate n - 1 - x
+                fparts = tuple((n - b, n - a, -1) for a, b in parts)
+            candidates.append((score, fparts, p5, p3))
+
+    candidates.sort(key=lambda c: -c[0])
+    occupied = np.zeros(n, dtype=bool)
+    accepted = []
+    for score, parts, p5, p3 in candidates:
+        if sum(int(occupied[a:b].sum()) for a, b, _ in parts) > cfg.max_overlap:
+            continue
+        for a, b, _ in parts:
+            occupied[a:b] = True
+        accepted.append((score, parts, p5, p3))
+    accepted.sort(key=lambda c: (min(a for a, _, _ in c[1]), c[1][0][2]))
+    return [
+        CDS(seqid, parts, transl_table=transl_table, id=f"{seqid}_{k}", score=score, partial5=p5, partial3=p3)
+        for k, (score, parts, p5, p3) in enumerate(accepted, start=1)
+    ]
+
+
+def coding_probability(probs: np.ndarray) -> np.ndarray:
+    """(seqlen, 2, 4) class probabilities -> (seqlen, 2) probability of coding on each strand."""
+    return 1.0 - np.asarray(probs)[:, :, 0]
