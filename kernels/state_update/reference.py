@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_rank, check_shape
+from .._checks import check_float, check_rank, check_same_device, check_shape
 
 
 def check_state_update_args(state, x, dt, A, B, C, D, z, dt_bias):
+    """Validate selective_state_update arguments; return (batch, dim, dstate)."""
     check_rank("state", state, (3,), "(batch, dim, dstate)")
     batch, dim, dstate = state.shape
     check_shape("x", x, (batch, dim), "(batch, dim)")
@@ -26,6 +27,10 @@ def check_state_update_args(state, x, dt, A, B, C, D, z, dt_bias):
     check_shape("D", D, (dim,), "(dim,)")
     check_shape("z", z, (batch, dim), "(batch, dim)")
     check_shape("dt_bias", dt_bias, (dim,), "(dim,)")
+    named = {"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "z": z, "dt_bias": dt_bias}
+    for name, t in named.items():
+        check_float(name, t)
+    check_same_device(**named)
     return batch, dim, dstate
 
 
