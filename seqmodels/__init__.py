@@ -9,5 +9,43 @@ if not getattr(_kernels, "SEQMAMBA_KERNELS", False):  # another distribution nam
     )
 
 from . import vocab  # noqa: E402
+from .backbone import BackboneConfig, MambaStack, RMSNorm  # noqa: E402
+from .baselines import CNNClassifier, CNNConfig, DLinear, DLinearConfig  # noqa: E402
+from .bidirectional import BiMamba, WindowedOutput, windowed_forward  # noqa: E402
+from .classifier import ClassifierConfig, MambaClassifier  # noqa: E402
+from .dna import DNABackbone, StrandFeatures  # noqa: E402
+from .forecaster import ForecasterConfig, ForecastOutput, MambaForecaster  # noqa: E402
+from .mamba import InferenceParams, Mamba  # noqa: E402
+from .package import PackageError, load_package, save_package  # noqa: E402
+from .registry import MODELS, PackagedModel  # noqa: E402
+from .tagger import MambaTagger, TaggerConfig  # noqa: E402
 
-__all__ = ["vocab"]
+__all__ = [
+    "vocab",
+    "Mamba",
+    "InferenceParams",
+    "RMSNorm",
+    "BackboneConfig",
+    "MambaStack",
+    "BiMamba",
+    "DNABackbone",
+    "StrandFeatures",
+    "windowed_forward",
+    "WindowedOutput",
+    "MambaClassifier",
+    "ClassifierConfig",
+    "MambaTagger",
+    "TaggerConfig",
+    "MambaForecaster",
+    "ForecasterConfig",
+    "ForecastOutput",
+    "CNNClassifier",
+    "CNNConfig",
+    "DLinear",
+    "DLinearConfig",
+    "MODELS",
+    "PackagedModel",
+    "PackageError",
+    "save_package",
+    "load_package",
+]

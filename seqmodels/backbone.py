@@ -38,6 +38,8 @@ class BackboneConfig(ModelConfig):
         for name in ("d_model", "n_layer", "d_state", "expand"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_layer > 1024:  # a hostile config must not make us build millions of layers
+            raise ValueError(f"n_layer must be at most 1024, got {self.n_layer}")
         if not 2 <= self.d_conv <= 4:
             raise ValueError(f"d_conv must be 2, 3 or 4, got {self.d_conv}")
         if self.weight_sharing not in ("shared", "separate"):
