@@ -67,7 +67,7 @@ def _score(entry: common.ModelEntry, name: str, data: bytes) -> dict:
         bar.progress(done / len(records), text=f"Scored {done:,} of {len(records):,} sequences")
     bar.empty()
     return {"table": pd.DataFrame(rows), "sequences": {r.id: r.seq for r in records}, "truncated": truncated,
-            "classes": list(loaded.config["classes"]), "name": name}
+            "classes": list(loaded.config["class_names"]), "name": name}
 
 
 def _results(key: str, entry: common.ModelEntry, name: str, data: bytes) -> dict | None:
@@ -124,7 +124,7 @@ def _show_attribution(results: dict, view: pd.DataFrame, entry: common.ModelEntr
         loaded = common.load_model(entry)
         bar = st.progress(0.0, text=f"Mutating each base of {seq_id}...")
         scores, target = ism_attribution(
-            loaded.model, tokenize(seq), rc_average=common.is_rc_model(loaded.config),
+            loaded.model, tokenize(seq), rc_average=common.is_rc_model(loaded.model),
             progress=lambda done, total: bar.progress(done / total, text=f"{done:,} of {total:,} mutants"))
         bar.empty()
         cache.clear()  # keep one sequence's track: enough for this view, bounded memory

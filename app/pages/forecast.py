@@ -95,7 +95,7 @@ def _show_forecast(entry: common.ModelEntry, frame: pd.DataFrame, name: str) -> 
 
 source_col, model_col = st.columns([3, 2], gap="large")
 with model_col:
-    entry = common.model_picker("forecast", key="fc_model")
+    entry = common.model_picker("forecasting", key="fc_model")
     with st.expander("Add a model package"):
         common.package_uploader(key="fc_package")
 with source_col:

@@ -17,11 +17,11 @@ with st.expander("Add a model package", expanded=False):
 
 def _outputs(config: dict) -> str:
     """Classes of a classifier, channels and horizon of a forecaster, as one line."""
-    if config.get("classes"):
-        return "classes: " + ", ".join(map(str, config["classes"]))
+    if config.get("class_names"):
+        return "classes: " + ", ".join(map(str, config["class_names"]))
     parts = []
-    if config.get("channels"):
-        parts.append("channels: " + ", ".join(map(str, config["channels"])))
+    if config.get("input_channels"):
+        parts.append("channels: " + ", ".join(map(str, config["input_channels"])))
     for key in ("input_len", "horizon"):
         if key in config:
             parts.append(f"{key.replace('_', ' ')} {config[key]}")
