@@ -9,8 +9,8 @@ import logging
 import math
 import sys
 
+from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS, AnnotatedSequence, read_annotation
-from pipelines.genome.errors import InputError
 from pipelines.genome.evaluate import Metrics, evaluate
 from pipelines.genome.gff3 import read_gff3
 from pipelines.genome.prodigal import MODES, run_pyrodigal

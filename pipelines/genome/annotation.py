@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from Bio import SeqIO
 
-from pipelines.genome.errors import InputError
+from pipelines.data.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from Bio.Data import CodonTable
 
+from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS
-from pipelines.genome.errors import InputError
 
 DEFAULT_STARTS = ("ATG", "GTG", "TTG")
 _BASE_INDEX = np.full(256, -1, dtype=np.int16)
@@ -87,13 +87,20 @@ def _codons(seq: bytes) -> np.ndarray:
     return ids
 
 
-def _frame_scores(p: np.ndarray, eps: float) -> np.ndarray:
-    """(n, 4) class probabilities of one strand -> (n, 3): column f scores each base as coding in the
-    frame whose codons start at positions = f (mod 3)."""
-    q = np.clip(p.astype(np.float64), eps, 1.0 - eps)
-    logit = (np.log(q) - np.log1p(-q)).astype(np.float32)  # (n, 4)
-    j = np.arange(p.shape[0])
-    return np.stack([logit[j, (j - f) % 3 + 1] for f in range(3)], axis=1)  # (n, 3)
+def _logits(p: np.ndarray, eps: float) -> np.ndarray:
+    """(n, 4) class probabilities -> (n, 3) float32 logits of codon positions 1..3 (class 0 is not needed)."""
+    q = np.clip(np.asarray(p[:, 1:], dtype=np.float32), eps, 1.0 - eps)  # (n, 3)
+    return np.log(q) - np.log1p(-q)
+
+
+def _frame_scores(logit: np.ndarray) -> np.ndarray:
+    """(n, 3) codon-position logits -> (n, 3): column f scores each base as coding in the frame whose
+    codons start at positions = f (mod 3), i.e. the logit of codon position (j - f) % 3 + 1."""
+    out = np.empty_like(logit)  # (n, 3)
+    for f in range(3):
+        for r in range(3):  # bases j = r (mod 3) sit at codon position (r - f) % 3 + 1 in frame f
+            out[r::3, f] = logit[r::3, (r - f) % 3]
+    return out
 
 
 def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, tables) -> list[tuple]:
@@ -101,14 +108,15 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
     n = len(seq)
     is_start, is_stop = tables
     margin = min(cfg.max_length, n) if circular else 0
+    logit = _logits(p, cfg.eps)  # (n, 3)
     if circular:  # extended coordinates: x and x + n are the same base
         wrap = np.arange(n + margin + 2) % n
         ext = bytes(np.frombuffer(seq, dtype=np.uint8)[wrap])
-        p = p[wrap]
+        logit = logit[wrap]  # (n_ext, 3)
     else:
         ext = seq
     codons = _codons(ext)
-    scores = _frame_scores(p, cfg.eps)  # (n_ext, 3)
+    scores = _frame_scores(logit)  # (n_ext, 3), frames relative to extended coordinates
     edges = cfg.allow_partial and not circular
     out = []
     for f in range(3):
@@ -139,17 +147,22 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
         score = cum[ends[seg]] - cum[starts]
         order = np.lexsort((starts, -score, seg))  # per segment: best score, then longest
         first = order[np.r_[True, seg[order][1:] != seg[order][:-1]]] if order.size else order
-        for i in first:
-            s, e = int(starts[i]), int(ends[seg[i]])
-            if score[i] <= cfg.min_score:
-                continue
-            if circular:
-                if not (margin <= e - 3 < n + margin) or e - s > n:
-                    continue  # this stop is considered at its other copy, or the ORF wraps onto itself
-                parts = [(s, e)] if e <= n else [(s - n, e - n)] if s >= n else [(s, n), (0, e - n)]
-            else:
+        first = first[score[first] > cfg.min_score]
+        s_best, e_best = starts[first], ends[seg[first]]
+        p5_best, p3_best, score_best = partial5[first], partial3[seg[first]], score[first]
+        if circular:  # each stop once, at its copy whose upstream is complete; no ORF around the whole circle
+            keep = (e_best - 3 >= margin) & (e_best - 3 < n + margin) & (e_best - s_best <= n)
+            s_best, e_best, p5_best, p3_best, score_best = (
+                x[keep] for x in (s_best, e_best, p5_best, p3_best, score_best)
+            )
+        for s, e, p5, p3, sc in zip(s_best.tolist(), e_best.tolist(), p5_best.tolist(), p3_best.tolist(), score_best):
+            if not circular or e <= n:
                 parts = [(s, e)]
-            out.append((parts, float(score[i]), bool(partial5[i]), bool(partial3[seg[i]])))
+            elif s >= n:
+                parts = [(s - n, e - n)]
+            else:
+                parts = [(s, n), (0, e - n)]
+            out.append((parts, float(sc), p5, p3))
     return out
 
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS
-from pipelines.genome.errors import InputError
 from pipelines.genome.labels import coding_mask
 
 

@@ -21,8 +21,8 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS, _open_text
-from pipelines.genome.errors import InputError
 
 log = logging.getLogger(__name__)
 
