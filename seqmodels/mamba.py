@@ -156,9 +156,10 @@ class Mamba(nn.Module):
             dt = dt.masked_fill(~mask[:, None, :], _MASKED_DT)
         B = B.transpose(1, 2).contiguous()  # (batch, d_state, seqlen)
         C = C.transpose(1, 2).contiguous()  # (batch, d_state, seqlen)
-        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
-        result = selective_scan_fn(x_conv, dt.contiguous(), A, B, C, self.D.float(), z=z.contiguous(),
-                                   delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        work = self._ssm_dtype()
+        A = -torch.exp(self.A_log.to(work))  # (d_inner, d_state)
+        result = selective_scan_fn(x_conv, dt.contiguous(), A, B, C, self.D.to(work), z=z.contiguous(),
+                                   delta_bias=self.dt_proj.bias.to(work), delta_softplus=True,
                                    return_last_state=want_state, initial_state=ssm_state)
         y, last = result if want_state else (result, None)
         out = self.out_proj(y.transpose(1, 2))  # (batch, seqlen, d_model)
@@ -168,6 +169,11 @@ class Mamba(nn.Module):
         past = x.new_zeros(batch, self.d_inner, self.d_conv) if conv_state is None else conv_state.to(x.dtype)
         new_conv = torch.cat([past, x], dim=-1)[..., -self.d_conv:]
         return out, (new_conv, last)
+
+    def _ssm_dtype(self) -> torch.dtype:
+        # The SSM parameters are read in fp32 (mamba_ssm's choice, also under bf16), or fp64 for
+        # a model cast to double (tests against float64 references).
+        return torch.float64 if self.A_log.dtype == torch.float64 else torch.float32
 
     # ------------------------------------------------------------------ recurrent inference
     def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
@@ -191,7 +197,7 @@ class Mamba(nn.Module):
                                  self.activation)  # (batch, d_inner)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (batch, d_inner); bias added by the update
-        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
+        A = -torch.exp(self.A_log.to(self._ssm_dtype()))  # (d_inner, d_state)
         y = selective_state_update(ssm_state, x, dt, A, B, C, self.D, z=z, dt_bias=self.dt_proj.bias,
                                    dt_softplus=True)  # (batch, d_inner)
         return self.out_proj(y).unsqueeze(1), conv_state, ssm_state
