@@ -8,7 +8,7 @@ Anything else is refused: amino-acid letters ("looks like protein"), alignment g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,12 +44,15 @@ for _ch in IUPAC_AMBIGUOUS:
 _NORMALISE[ord("U")] = _NORMALISE[ord("u")] = ord("T")
 _NORMALISE = bytes(_NORMALISE)
 
+# Byte -> token id in one lookup (-1 for bytes outside the alphabet), consistent with vocab.encode.
+_TOKEN = encode(bytes(range(256)).translate(_NORMALISE))
+_TOKEN[_CLASS >= _PROTEIN] = -1
+
 _IS_LOWER = np.zeros(256, dtype=bool)
 _IS_LOWER[[ord(c) for c in "acgtnryswkmbdhvu"]] = True
 
 
-@dataclass(frozen=True)
-class BaseCounts:
+class BaseCounts(NamedTuple):
     """What tokenising a sequence changed: lower-case bases, ambiguity codes read as N, U read as T."""
 
     length: int
@@ -58,11 +61,8 @@ class BaseCounts:
     ambiguous: int = 0  # IUPAC codes other than N, now N
     rna: int = 0  # U or u, now T
 
-    def __add__(self, other: BaseCounts) -> BaseCounts:
-        return BaseCounts(*(a + b for a, b in zip(self._tuple(), other._tuple())))
-
-    def _tuple(self) -> tuple[int, ...]:
-        return self.length, self.n, self.soft_masked, self.ambiguous, self.rna
+    def __add__(self, other: BaseCounts) -> BaseCounts:  # field-wise sum, not tuple concatenation
+        return BaseCounts(*(a + b for a, b in zip(self, other)))
 
 
 def _as_bytes(seq: str | bytes) -> bytes:
@@ -92,6 +92,8 @@ def check_sequence(seq: str | bytes) -> BaseCounts:
     raw = _as_bytes(seq)
     # Fast path: plain upper-case ACGT is deleted in C; only the rest is classified.
     rest = raw.translate(None, b"ACGT")
+    if not rest:
+        return BaseCounts(len(raw))
     hist = np.bincount(_CLASS[np.frombuffer(rest, dtype=np.uint8)], minlength=_N_CLASSES)
     if hist[_PROTEIN:].any():
         raise InputError(_describe_invalid(raw, np.bincount(_CLASS[np.frombuffer(raw, dtype=np.uint8)],
@@ -114,13 +116,15 @@ def tokenize(seq: str | bytes, *, return_mask: bool = False, return_counts: bool
     :class:`InputError` for characters outside the IUPAC nucleotide alphabet.
     """
     raw = _as_bytes(seq)
-    counts = check_sequence(raw)
-    tokens = encode(raw.translate(_NORMALISE))  # (L,) int8
+    codes = np.frombuffer(raw, dtype=np.uint8)
+    tokens = _TOKEN[codes]  # (L,) int8
+    if tokens.size and tokens.min() < 0:
+        check_sequence(raw)  # raises with the right message
     if not (return_mask or return_counts):
         return tokens
     out = [tokens]
     if return_mask:
-        out.append(_IS_LOWER[np.frombuffer(raw, dtype=np.uint8)])
+        out.append(_IS_LOWER[codes])
     if return_counts:
-        out.append(counts)
+        out.append(check_sequence(raw))
     return tuple(out)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 from Bio.SeqIO.QualityIO import FastqGeneralIterator
 
-from pipelines.data.alphabet import BaseCounts, check_sequence, tokenize
+from pipelines.data.alphabet import check_sequence, tokenize
 from pipelines.data.errors import InputError
 from pipelines.data.sources import DEFAULT_MAX_BYTES, Source, open_text, source_name
 
@@ -59,56 +59,56 @@ def sniff_format(head: str, name: str) -> str:
 
 
 class _LineGuard:
-    """Iterates the lines of a text stream for Biopython's parsers, remembering where each record
-    starts (for messages) and stopping a record that grows past the length limit before it fills
-    memory: one gzip-bombed record of a billion bases is refused after ``limit`` characters."""
+    """The lines of a text stream for Biopython's parsers. It remembers where each record starts
+    (for messages) and stops a record that grows past the length limit before it fills memory: a
+    gzip-bombed record of a billion bases is refused after about ``max_length`` characters."""
 
     def __init__(self, text, marker: str, max_length: int, name: str):
-        self._text, self._marker, self._name, self._max_length = text, marker, name, max_length
-        # Characters per record, counting line breaks (and for FASTQ the quality line) generously.
-        self._limit = 2 * max_length + 65536 if marker == "@" else max_length + max_length // 50 + 65536
-        self._header = ""
-        self.lineno = 0
         self.starts: deque[int] = deque()  # line numbers of record headers not yet yielded
-        self._run = 0
+        self._lines = self._guarded(text, marker, max_length, name)
+
+    def _guarded(self, text, marker: str, max_length: int, name: str) -> Iterator[str]:
+        # Characters per record, counting line breaks (and for FASTQ the quality lines) generously.
+        limit = 2 * max_length + 65536 if marker == "@" else max_length + max_length // 50 + 65536
+        run, header, starts = 0, "", self.starts
+        for lineno, line in enumerate(text, 1):  # a generator: the per-line cost is what Biopython pays anyway
+            if line[:1] == marker:
+                starts.append(lineno)
+                header, run = line, 0
+            else:
+                run += len(line)
+                if run > limit:
+                    record_id = (header[1:].split(None, 1) or [""])[0]
+                    raise InputError(f"sequence is longer than the limit of {max_length:,} bases", file=name,
+                                     record=repr(record_id), line=starts[-1] if starts else lineno)
+            yield line
 
     def read(self, n: int = -1) -> str:  # Biopython checks the mode with read(0)
-        return "" if n == 0 else self._text.read(n)
+        if n != 0:
+            raise NotImplementedError("read line by line")
+        return ""
 
     def readline(self) -> str:
-        return next(self, "")
+        return next(self._lines, "")
 
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._text)
-        self.lineno += 1
-        if line.startswith(self._marker):
-            self.starts.append(self.lineno)
-            self._header = line
-            self._run = 0
-        else:
-            self._run += len(line)
-            if self._run > self._limit:
-                record_id = (self._header[1:].split(None, 1) or [""])[0]
-                raise InputError(f"sequence is longer than the limit of {self._max_length:,} bases", file=self._name,
-                                 record=repr(record_id), line=self.starts[-1] if self.starts else self.lineno)
-        return line
+    def __iter__(self) -> Iterator[str]:
+        return self._lines
 
 
-def _parse_header(title: str, where: dict) -> tuple[str, str | None]:
-    record_id = title.split(None, 1)[0] if title.strip() else ""
-    if not record_id:
-        raise InputError("record has an empty header (no id after '>' or '@')", **where)
-    match = _LABEL.search(title)
-    return record_id, (match.group(1) if match else None)
+def _where(file: str, number: int | None, record_id: str | None, line: int | None) -> dict:
+    """Keyword arguments of :class:`InputError` locating a record."""
+    if record_id is None:
+        record = None if number is None else f"#{number}"
+    else:
+        record = repr(record_id) if number is None else f"{record_id!r} (#{number})"
+    return {"file": file, "record": record, "line": line}
 
 
-def _records_from_reads(text, fmt: str, name: str, max_length: int) -> Iterator[tuple[str, str, str | None, dict]]:
-    """(id, seq, label, where) from FASTA or FASTQ text; ``where`` locates the record for messages."""
+def _records_from_reads(text, fmt: str, name: str, max_length: int) -> Iterator[tuple]:
+    """``(id, seq, label, (number, line))`` from FASTA or FASTQ text; the last part locates the record."""
     guard = _LineGuard(text, ">" if fmt == "fasta" else "@", max_length, name)
     parser = SimpleFastaParser(guard) if fmt == "fasta" else FastqGeneralIterator(guard)
+    starts = guard.starts
     number = 0
     while True:
         try:
@@ -118,13 +118,16 @@ def _records_from_reads(text, fmt: str, name: str, max_length: int) -> Iterator[
         except ValueError as exc:
             if isinstance(exc, (InputError, UnicodeDecodeError)):
                 raise
-            raise InputError(f"malformed FASTQ record: {exc}", file=name, record=f"#{number + 1}",
-                             line=guard.starts[0] if guard.starts else guard.lineno) from exc
+            raise InputError(f"malformed FASTQ record: {exc}",
+                             **_where(name, number + 1, None, starts[0] if starts else None)) from exc
         number += 1
-        where = {"file": name, "record": f"#{number}", "line": guard.starts.popleft() if guard.starts else None}
-        record_id, label = _parse_header(item[0], where)
-        where["record"] = f"{record_id!r} (#{number})"
-        yield record_id, item[1], label, where
+        line = starts.popleft() if starts else None
+        title = item[0]
+        record_id = title.split(None, 1)[0] if title.strip() else ""
+        if not record_id:
+            raise InputError("record has an empty header (no id after '>' or '@')", **_where(name, number, None, line))
+        match = _LABEL.search(title) if "label=" in title else None
+        yield record_id, item[1], (match.group(1) if match else None), (number, line)
 
 
 def _table_columns(header: list[str], name: str) -> dict[str, int | None]:
@@ -138,7 +141,7 @@ def _table_columns(header: list[str], name: str) -> dict[str, int | None]:
     return found
 
 
-def _records_from_table(text, head: str, name: str) -> Iterator[tuple[str, str, str | None, dict]]:
+def _records_from_table(text, head: str, name: str) -> Iterator[tuple]:
     delimiter = "\t" if "\t" in head.lstrip().split("\n", 1)[0] else ","
     reader = csv.reader(text, delimiter=delimiter)
     header = next(reader)
@@ -147,15 +150,13 @@ def _records_from_table(text, head: str, name: str) -> Iterator[tuple[str, str, 
         if not any(cell.strip() for cell in row):
             continue
         line = reader.line_num
-        where = {"file": name, "line": line}
         if len(row) != len(header):
-            raise InputError(f"has {len(row)} fields, the header has {len(header)}", **where)
+            raise InputError(f"has {len(row)} fields, the header has {len(header)}", file=name, line=line)
         record_id = row[cols["id"]].strip() if cols["id"] is not None else f"row{line - 1}"
         label = row[cols["label"]].strip() if cols["label"] is not None else None
         if not record_id:
-            raise InputError("empty id", **where, column=header[cols["id"]])
-        where["record"] = repr(record_id)
-        yield record_id, row[cols["sequence"]].strip(), label or None, where
+            raise InputError("empty id", file=name, line=line, column=header[cols["id"]])
+        yield record_id, row[cols["sequence"]].strip(), label or None, (None, line)
 
 
 def _read_one(source: Source, name: str, max_bytes: int, max_length: int, file_label: str | None):
@@ -163,8 +164,8 @@ def _read_one(source: Source, name: str, max_bytes: int, max_length: int, file_l
         fmt = sniff_format(head, name)
         rows = _records_from_table(text, head, name) if fmt == "table" else _records_from_reads(
             text, fmt, name, max_length)
-        for record_id, seq, label, where in rows:
-            yield record_id, seq, (file_label if file_label is not None else label), where
+        for record_id, seq, label, loc in rows:
+            yield record_id, seq, (file_label if file_label is not None else label), loc
 
 
 def _class_files(folder: str) -> dict[str, str]:
@@ -212,37 +213,37 @@ def read_sequences(
         parts = [(source, source_name(source, name), None)]
     allowed = None if classes is None else set(classes)
     seen: set[str] = set()
-    total = BaseCounts(0)
-    ambiguous_records = 0
+    rna = ambiguous = ambiguous_records = 0
     for src, label_name, file_label in parts:
         count = 0
-        for record_id, seq, label, where in _read_one(src, label_name, max_bytes, max_length, file_label):
+        for record_id, seq, label, (number, line) in _read_one(src, label_name, max_bytes, max_length, file_label):
             count += 1
             if not seq:
-                raise InputError("empty sequence", **where)
+                raise InputError("empty sequence", **_where(label_name, number, record_id, line))
             if len(seq) > max_length:
-                raise InputError(f"sequence of {len(seq):,} bases is longer than the limit of {max_length:,}", **where)
+                raise InputError(f"sequence of {len(seq):,} bases is longer than the limit of {max_length:,}",
+                                 **_where(label_name, number, record_id, line))
             try:
                 counts = check_sequence(seq)
             except InputError as exc:
-                raise InputError(exc.reason, **where) from None
+                raise InputError(exc.reason, **_where(label_name, number, record_id, line)) from None
             if check_duplicates:
                 if record_id in seen:
-                    raise InputError(f"duplicate record id {record_id!r}", **where)
+                    raise InputError(f"duplicate record id {record_id!r}",
+                                     **_where(label_name, number, record_id, line))
                 seen.add(record_id)
-            if allowed is not None:
-                if label is None:
-                    raise InputError(f"no label (expected 'label=' in the header, one of {sorted(allowed)})", **where)
-                if label not in allowed:
-                    known = ", ".join(sorted(allowed))
-                    raise InputError(f"label {label!r} is not one of the model's classes ({known})", **where)
-            total = total + counts
-            ambiguous_records += counts.ambiguous > 0
+            if allowed is not None and label not in allowed:
+                known = ", ".join(sorted(allowed))
+                why = (f"no label (expected 'label=NAME' in the header, one of {known})" if label is None
+                       else f"label {label!r} is not one of the model's classes ({known})")
+                raise InputError(why, **_where(label_name, number, record_id, line))
+            if counts.rna or counts.ambiguous:
+                rna, ambiguous, ambiguous_records = rna + counts.rna, ambiguous + counts.ambiguous, \
+                    ambiguous_records + (counts.ambiguous > 0)
             yield SequenceRecord(record_id, seq, label)
         if count == 0:
             raise InputError("no sequence records found", file=label_name)
-    if total.rna:
-        log.warning("%s: %d U bases (RNA) read as T", display, total.rna)
-    if total.ambiguous:
-        log.warning("%s: %d IUPAC ambiguity codes read as N (in %d records)", display, total.ambiguous,
-                    ambiguous_records)
+    if rna:
+        log.warning("%s: %d U bases (RNA) read as T", display, rna)
+    if ambiguous:
+        log.warning("%s: %d IUPAC ambiguity codes read as N (in %d records)", display, ambiguous, ambiguous_records)

@@ -1,0 +1,147 @@
+"""torch Datasets and collate functions behind the data modules.
+
+Batches follow docs/ARCHITECTURE.md: DNA ``{"tokens": (B, L) long, "lengths": (B,) long,
+"labels": (B,) long}``; tagging the same with ``"labels": (B, L, n_tracks) long`` (-100 = ignore);
+forecasting ``{"x": (B, L, C) float, "y": (B, H, C) float}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from pipelines.data.augment import center_crop, random_crop, reverse_complement_array, window_starts
+from seqmodels.vocab import PAD
+
+IGNORE_INDEX = -100  # label of padding and unlabelled positions (torch's cross-entropy default)
+
+
+class _WorkerRNG:
+    """A numpy generator per DataLoader worker: seeded from the worker's seed (which torch draws
+    afresh from the loader's generator for each epoch's workers), or from ``seed`` in the main
+    process. Augmentations are then reproducible for a given seed and number of workers."""
+
+    def __init__(self, seed: int):
+        self.seed, self._key, self._rng = seed, None, None
+
+    def get(self) -> np.random.Generator:
+        info = get_worker_info()
+        key = self.seed if info is None else info.seed
+        if key != self._key:
+            self._key, self._rng = key, np.random.default_rng(key)
+        return self._rng
+
+
+class ClassificationDataset(Dataset):
+    """Token arrays with class ids. Sequences longer than ``max_len`` are cropped (``"random"`` for
+    training, ``"center"`` for evaluation); with ``rc_prob`` a sequence is reverse-complemented at
+    that probability (the label of a DNA element does not depend on the strand it was read from)."""
+
+    def __init__(self, tokens: Sequence[np.ndarray], labels: Sequence[int], *, max_len: int | None = None,
+                 crop: str = "center", rc_prob: float = 0.0, seed: int = 0):
+        if len(tokens) != len(labels):
+            raise ValueError(f"{len(tokens)} sequences but {len(labels)} labels")
+        if crop not in ("random", "center"):
+            raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
+        self.tokens, self.labels = list(tokens), np.asarray(labels, dtype=np.int64)
+        self.max_len, self.crop, self.rc_prob = max_len, crop, rc_prob
+        self._rng = _WorkerRNG(seed)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def lengths(self) -> np.ndarray:
+        """Length of each item after cropping (for length-grouped batching)."""
+        raw = np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
+        return raw if self.max_len is None else np.minimum(raw, self.max_len)
+
+    def __getitem__(self, index: int) -> dict:
+        tokens = self.tokens[index]
+        needs_rng = self.rc_prob > 0 or (self.crop == "random" and self.max_len is not None)
+        rng = self._rng.get() if needs_rng else None
+        if self.max_len is not None and self.crop == "random":
+            tokens = random_crop(tokens, self.max_len, rng)
+        elif self.max_len is not None:
+            tokens = center_crop(tokens, self.max_len)
+        if self.rc_prob > 0 and rng.random() < self.rc_prob:
+            tokens = reverse_complement_array(tokens)
+        return {"tokens": torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)),
+                "label": int(self.labels[index])}
+
+
+def collate_classification(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad to the longest item (PAD at the end): tokens (B, L), lengths (B,), labels (B,)."""
+    lengths = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    tokens = torch.full((len(items), int(lengths.max())), PAD, dtype=torch.long)  # (B, L)
+    for row, it in enumerate(items):
+        tokens[row, : len(it["tokens"])] = it["tokens"]
+    labels = torch.tensor([it["label"] for it in items], dtype=torch.long)
+    return {"tokens": tokens, "lengths": lengths, "labels": labels}
+
+
+class TaggingWindows(Dataset):
+    """Windows over long labelled sequences for per-position tagging.
+
+    ``sequences`` holds ``(tokens (N,), labels (N, n_tracks))`` pairs (e.g. a genome and its per-base
+    CDS tracks); each item is one window ``(tokens (W,), labels (W, n_tracks))`` as int64 tensors.
+    Windows step by ``stride`` (default ``window``: no overlap) and the last one ends at the end.
+    """
+
+    def __init__(self, sequences: Sequence[tuple[np.ndarray, np.ndarray]], window: int, stride: int | None = None):
+        self.sequences = list(sequences)
+        for i, (tokens, labels) in enumerate(self.sequences):
+            if labels.ndim != 2 or labels.shape[0] != tokens.shape[0]:
+                raise ValueError(f"sequence {i}: labels must be (N, n_tracks) with N = {tokens.shape[0]}, "
+                                 f"got {tuple(labels.shape)}")
+        self.window = window
+        self.index = [(i, int(s)) for i, (tokens, _) in enumerate(self.sequences)
+                      for s in window_starts(tokens.shape[0], window, stride or window)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seq, start = self.index[index]
+        tokens, labels = self.sequences[seq]
+        stop = start + self.window
+        return (torch.from_numpy(np.ascontiguousarray(tokens[start:stop], dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(labels[start:stop], dtype=np.int64)))
+
+
+def collate_tagging(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad windows: tokens (B, L) with PAD, labels (B, L, n_tracks) with -100, lengths (B,)."""
+    lengths = torch.tensor([len(t) for t, _ in items], dtype=torch.long)
+    batch, longest, n_tracks = len(items), int(lengths.max()), items[0][1].shape[-1]
+    tokens = torch.full((batch, longest), PAD, dtype=torch.long)  # (B, L)
+    labels = torch.full((batch, longest, n_tracks), IGNORE_INDEX, dtype=torch.long)  # (B, L, n_tracks)
+    for row, (tok, lab) in enumerate(items):
+        tokens[row, : len(tok)] = tok
+        labels[row, : len(tok)] = lab
+    return {"tokens": tokens, "lengths": lengths, "labels": labels}
+
+
+class ForecastWindows(Dataset):
+    """Stride-1 windows of a scaled series ``(T, C)`` within the row segment ``[start, stop)``:
+    item ``i`` is ``{"x": rows s..s+L, "y": rows s+L..s+L+H}`` with ``s = start + i``."""
+
+    def __init__(self, values: np.ndarray, segment: tuple[int, int], input_len: int, horizon: int):
+        self.values = torch.as_tensor(np.ascontiguousarray(values, dtype=np.float32))  # (T, C)
+        self.start, self.stop = segment
+        self.input_len, self.horizon = input_len, horizon
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start - self.input_len - self.horizon + 1)
+
+    def target_start(self, index: int) -> int:
+        """Row of the first target of window ``index``."""
+        return self.start + index + self.input_len
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        s = self.start + index
+        mid = s + self.input_len
+        return {"x": self.values[s:mid], "y": self.values[mid:mid + self.horizon]}  # (L, C), (H, C)
