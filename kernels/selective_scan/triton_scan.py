@@ -1,0 +1,169 @@
+"""Selective scan on Triton: launchers and the ``autograd.Function`` around the kernels.
+
+The forward kernel (``triton_fwd.py``) reads every input once, keeps the state on chip and stores
+only the state at each chunk start; the backward kernel (``triton_bwd.py``) recomputes states from
+those. Gradients flow to every input, to ``initial_state`` and through the returned last state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import torch
+import triton
+
+from .._checks import scan_shapes
+from .triton_bwd import scan_bwd_kernel
+from .triton_common import BC_GROUP_TILE, BC_INVARIANT, BC_PER_CHANNEL
+from .triton_fwd import scan_fwd_kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanConfig:
+    """Launch parameters: channels per program, time steps per chunk, warps per program."""
+
+    block_d: int
+    chunk: int
+    num_warps: int = 4
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def default_config(dim: int, seqlen: int, dstate: int) -> ScanConfig:
+    """Launch parameters for a problem size; small under the interpreter, where time is per element."""
+    if _interpreting():
+        return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=16, num_warps=1)
+    n = triton.next_power_of_2(dstate)
+    chunk = 64 if n <= 16 else 32
+    return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=chunk, num_warps=4)
+
+
+# Tests and the benchmark override the choice through this hook (None: default_config).
+CONFIG_OVERRIDE: ScanConfig | None = None
+
+
+def _bc_layout(t: torch.Tensor, dim: int, block_d: int):
+    """(mode, dim_per_group, (s_b, s_g, s_n, s_t)) of B or C for the kernels."""
+    if t.dim() == 2:  # (dim, dstate): s_g doubles as the channel stride
+        return BC_INVARIANT, 1, (0, t.stride(0), t.stride(1), 0)
+    t4 = t if t.dim() == 4 else t.unsqueeze(1)  # (batch, ngroups, dstate, seqlen)
+    dpg = dim // t4.shape[1]
+    mode = BC_GROUP_TILE if dpg % block_d == 0 else BC_PER_CHANNEL
+    return mode, dpg, tuple(t4.stride())
+
+
+def _flags(D, z, delta_bias, delta_softplus):
+    return dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                SOFTPLUS=bool(delta_softplus))
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_ckpt, cfg):
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    nchunks = triton.cdiv(seqlen, cfg.chunk)
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32)
+    ckpt = (torch.empty(batch, dim, nchunks, dstate, device=u.device, dtype=torch.float32)
+            if save_ckpt else last)  # placeholder pointer when not stored
+    b_mode, b_dpg, b_str = _bc_layout(B, dim, cfg.block_d)
+    c_mode, c_dpg, c_str = _bc_layout(C, dim, cfg.block_d)
+    grid = (triton.cdiv(dim, cfg.block_d), batch)
+    scan_fwd_kernel[grid](
+        u, delta, A, B, C, D, z, delta_bias, initial_state,
+        out, last, ckpt,
+        dim, seqlen, dstate, nchunks,
+        b_dpg, *b_str, c_dpg, *c_str,
+        BLOCK_D=cfg.block_d, N=triton.next_power_of_2(dstate), T=cfg.chunk,
+        B_MODE=b_mode, C_MODE=c_mode, HAS_H0=initial_state is not None, SAVE_CKPT=save_ckpt,
+        num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
+    )
+    return out, last, (ckpt if save_ckpt else None)
+
+
+def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_softplus, cfg):
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    nchunks = ckpt.shape[2]
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du = torch.empty_like(u, memory_format=torch.contiguous_format)
+    ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
+    dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None
+    dA = torch.empty(batch, dim, dstate, **f32)
+    dh0 = torch.empty(batch, dim, dstate, **f32)
+    # Time-varying B/C: fp32 buffers in B/C's own layout (they are made contiguous by the caller).
+    dB = torch.zeros(B.shape, **f32) if B.dim() > 2 else torch.empty(batch, dim, dstate, **f32)
+    dC = torch.zeros(C.shape, **f32) if C.dim() > 2 else torch.empty(batch, dim, dstate, **f32)
+    dD = torch.empty(batch, dim, **f32) if D is not None else None
+    dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
+    b_mode, b_dpg, b_str = _bc_layout(B, dim, cfg.block_d)
+    c_mode, c_dpg, c_str = _bc_layout(C, dim, cfg.block_d)
+    grid = (triton.cdiv(dim, cfg.block_d), batch)
+    scan_bwd_kernel[grid](
+        u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
+        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0,
+        dim, seqlen, dstate, nchunks,
+        b_dpg, *b_str, c_dpg, *c_str,
+        BLOCK_D=cfg.block_d, N=triton.next_power_of_2(dstate), T=cfg.chunk,
+        B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
+        num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
+    )
+    # Per-row partial sums -> parameter gradients (deterministic, unlike atomics).
+    dB = dB.sum(0) if B.dim() == 2 else dB
+    dC = dC.sum(0) if C.dim() == 2 else dC
+    return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if dD is not None else None, dz,
+            dbias.sum(0) if dbias is not None else None, dh0)
+
+
+class SelectiveScanTriton(torch.autograd.Function):
+    """out, last_state = scan(...); differentiable in every tensor input and in last_state."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+        # The kernels index (batch, dim, seqlen) rows directly and the backward's fp32 dB/dC buffers
+        # share B/C's strides: make everything contiguous (a no-op for the usual layouts).
+        u, delta, z, A, B, C, D, delta_bias, initial_state = (
+            t.contiguous() if t is not None else None for t in (u, delta, z, A, B, C, D, delta_bias, initial_state))
+        cfg = CONFIG_OVERRIDE or default_config(u.shape[1], u.shape[2], A.shape[1])
+        save = any(ctx.needs_input_grad)
+        with _on_device(u):
+            out, last, ckpt = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
+                                       save, cfg)
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+            ctx.delta_softplus, ctx.cfg = delta_softplus, cfg
+            ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+        dlast = dlast.contiguous() if dlast is not None else None
+        with _on_device(u):
+            grads = _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, ctx.delta_softplus, ctx.cfg)
+        du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
+        cast = lambda g, like: None if g is None or like is None else g.to(like.dtype)  # noqa: E731
+        dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None
+        return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
+                dh0, None)
+
+
+def _on_device(t: torch.Tensor):
+    """Launch on the tensor's GPU (Triton uses the current device), or nothing on the CPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          return_last_state=False, *, initial_state=None):
+    """Triton selective scan with ``selective_scan_fn``'s signature (see ``reference.py``).
+
+    Any float dtype in; fp32 state and accumulation; out in u's dtype; last state fp32.
+    """
+    scan_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    out, last = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+    return (out, last) if return_last_state else out
