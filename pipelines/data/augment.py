@@ -98,3 +98,31 @@ class LengthGroupedSampler(Sampler[int]):
             chunk = order[start:start + self.group]
             # Stable sort keeps the random order among equal lengths.
             yield from chunk[np.argsort(-self.lengths[chunk], kind="stable")].tolist()
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles (or, with ``inner``, delegates to another sampler) and passes the epoch on.
+
+    Lightning calls ``set_epoch`` on the training sampler before each epoch; this forwards it to
+    ``inner`` and to the dataset (``dataset.set_epoch``, if it has one) so that datasets drawing
+    random crops or windows from ``(seed, epoch, index)`` change them every epoch. Without
+    ``inner`` the order is a permutation drawn from ``(seed, epoch)``.
+    """
+
+    def __init__(self, dataset, *, seed: int = 0, inner: Sampler[int] | None = None):
+        self.dataset, self.seed, self.inner, self.epoch = dataset, seed, inner, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for target in (self.inner, self.dataset):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        if self.inner is not None:
+            return iter(self.inner)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=gen).tolist())

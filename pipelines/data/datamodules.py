@@ -1,8 +1,8 @@
 """LightningDataModules: DNA classification, per-position tagging and forecasting.
 
 Each takes its data location as a setting (``root``, defaulting to ``../shared/data``), a batch
-size, workers and a seed; the same seed gives the same batches and augmentations (for a given
-number of workers). Batch formats are those of docs/ARCHITECTURE.md (see :mod:`.datasets`).
+size, workers and a seed; the same seed gives the same batches and augmentations, whatever the
+number of workers. Batch formats are those of docs/ARCHITECTURE.md (see :mod:`.datasets`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from pipelines.data.alphabet import tokenize
-from pipelines.data.augment import LengthGroupedSampler
+from pipelines.data.augment import EpochSampler, LengthGroupedSampler
 from pipelines.data.datasets import (
     IGNORE_INDEX,
     ClassificationDataset,
@@ -35,11 +35,11 @@ log = logging.getLogger(__name__)
 _SPLIT_NAMES = {"train": ("train",), "val": ("dev", "val", "valid"), "test": ("test",)}
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, collate, *, sampler=None, seed: int = 0,
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, collate, *, sampler=None,
             drop_last: bool = False) -> DataLoader:
+    # Workers are not persistent: they must be re-created after set_epoch to see the new epoch.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      drop_last=drop_last, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(seed))
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available())
 
 
 class DNAClassificationDataModule(L.LightningDataModule):
@@ -137,16 +137,15 @@ class DNAClassificationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp, data = self.hparams, self.datasets["train"]
-        gen = torch.Generator().manual_seed(hp.seed)
-        sampler = (LengthGroupedSampler(data.lengths(), hp.batch_size, seed=hp.seed) if hp.length_bucketing
-                   else RandomSampler(data, generator=gen))
-        return _loader(data, hp.batch_size, hp.num_workers, collate_classification, sampler=sampler, seed=hp.seed)
+        grouped = LengthGroupedSampler(data.lengths(), hp.batch_size, seed=hp.seed) if hp.length_bucketing else None
+        sampler = EpochSampler(data, seed=hp.seed, inner=grouped)
+        return _loader(data, hp.batch_size, hp.num_workers, collate_classification, sampler=sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise InputError(f"no {split} data: pass --data.{split} PATH or a dataset with a {split} split")
         hp = self.hparams
-        return _loader(self.datasets[split], hp.batch_size, hp.num_workers, collate_classification, seed=hp.seed)
+        return _loader(self.datasets[split], hp.batch_size, hp.num_workers, collate_classification)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -177,8 +176,8 @@ class TaggingDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp, data = self.hparams, self._get("train")
-        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(hp.seed))
-        return _loader(data, hp.batch_size, hp.num_workers, collate_tagging, sampler=sampler, seed=hp.seed)
+        sampler = EpochSampler(data, seed=hp.seed)  # also tells the dataset the epoch (random genome windows)
+        return _loader(data, hp.batch_size, hp.num_workers, collate_tagging, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return _loader(self._get("val"), self.hparams.batch_size, self.hparams.num_workers, collate_tagging)
@@ -249,8 +248,7 @@ class ForecastDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp, data = self.hparams, self.datasets["train"]
-        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(hp.seed))
-        return _loader(data, hp.batch_size, hp.num_workers, None, sampler=sampler, seed=hp.seed)
+        return _loader(data, hp.batch_size, hp.num_workers, None, sampler=EpochSampler(data, seed=hp.seed))
 
     def _eval(self, split: str) -> DataLoader:
         hp = self.hparams

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from pipelines.data.augment import center_crop, random_crop, reverse_complement_array, window_starts
 from seqmodels.vocab import PAD
@@ -19,26 +19,13 @@ from seqmodels.vocab import PAD
 IGNORE_INDEX = -100  # label of padding and unlabelled positions (torch's cross-entropy default)
 
 
-class _WorkerRNG:
-    """A numpy generator per DataLoader worker: seeded from the worker's seed (which torch draws
-    afresh from the loader's generator for each epoch's workers), or from ``seed`` in the main
-    process. Augmentations are then reproducible for a given seed and number of workers."""
-
-    def __init__(self, seed: int):
-        self.seed, self._key, self._rng = seed, None, None
-
-    def get(self) -> np.random.Generator:
-        info = get_worker_info()
-        key = self.seed if info is None else info.seed
-        if key != self._key:
-            self._key, self._rng = key, np.random.default_rng(key)
-        return self._rng
-
-
 class ClassificationDataset(Dataset):
     """Token arrays with class ids. Sequences longer than ``max_len`` are cropped (``"random"`` for
     training, ``"center"`` for evaluation); with ``rc_prob`` a sequence is reverse-complemented at
-    that probability (the label of a DNA element does not depend on the strand it was read from)."""
+    that probability (the label of a DNA element does not depend on the strand it was read from).
+
+    Random choices come from ``(seed, epoch, index)`` alone, so they do not depend on the number of
+    DataLoader workers; the data module's sampler calls :meth:`set_epoch` each epoch."""
 
     def __init__(self, tokens: Sequence[np.ndarray], labels: Sequence[int], *, max_len: int | None = None,
                  crop: str = "center", rc_prob: float = 0.0, seed: int = 0):
@@ -48,7 +35,11 @@ class ClassificationDataset(Dataset):
             raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
         self.tokens, self.labels = list(tokens), np.asarray(labels, dtype=np.int64)
         self.max_len, self.crop, self.rc_prob = max_len, crop, rc_prob
-        self._rng = _WorkerRNG(seed)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh crops and strands for a new epoch."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -61,7 +52,7 @@ class ClassificationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         tokens = self.tokens[index]
         needs_rng = self.rc_prob > 0 or (self.crop == "random" and self.max_len is not None)
-        rng = self._rng.get() if needs_rng else None
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if needs_rng else None
         if self.max_len is not None and self.crop == "random":
             tokens = random_crop(tokens, self.max_len, rng)
         elif self.max_len is not None:
