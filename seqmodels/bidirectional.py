@@ -91,7 +91,7 @@ def windowed_forward(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t
         if previous_seam is not None:
             real = core_start < lengths  # (batch,)
             if bool(real.any()):
-                diff = (previous_seam[real].float() - out[real, core_start - start].float()).abs().max()
+                diff = (previous_seam[real].float() - out[real, core_start - start].float()).detach().abs().max()
                 gap = max(gap, float(diff))
         previous_seam = out[:, core_end - start] if core_end < end else None
     return WindowedOutput(torch.cat(pieces, dim=1), gap)
