@@ -111,6 +111,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@torch.no_grad()
 def test_windowed_bidirectional_inference_is_within_its_stated_bound():
     torch.manual_seed(7)
     # Larger Δ (faster forgetting) than the default init, as trained DNA models have, so the
