@@ -49,11 +49,6 @@ class LoadedModel:
     metrics: dict
 
 
-def is_rc_model(model: Any) -> bool:
-    """Whether the network reads both strands (its attribution is then averaged over them)."""
-    return bool(getattr(getattr(model, "config", None), "rc_equivariant", False))
-
-
 def upload_limit_mb() -> int:
     """The per-file upload limit in MB (``server.maxUploadSize``, set in app/.streamlit/config.toml)."""
     return int(st.get_option("server.maxUploadSize"))

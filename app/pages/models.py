@@ -44,8 +44,8 @@ def _show(entry: common.ModelEntry) -> dict | None:
         with left:
             st.markdown(f"**Task:** {config.get('task', '?')}  \n**Model:** {config.get('class', '?')}  \n"
                         f"**Outputs:** {_outputs(config)}")
-            data = config.get("training_data") or config.get("data") or "not stated"
-            licence = config.get("license") or config.get("licence") or "not stated"
+            data = config.get("training_data") or "not stated"
+            licence = config.get("licence") or "not stated"
             st.markdown(f"**Training data:** {data}  \n**Licence of the data:** {licence}")
         with right:
             figures = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

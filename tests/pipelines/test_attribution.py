@@ -106,3 +106,23 @@ def test_bad_arguments_are_named():
         ism_attribution(model, np.full(5, vocab.A), target=2)
     with pytest.raises(ValueError, match="non-empty"):
         ism_attribution(model, np.zeros((0,), dtype=np.int64))
+
+
+class RCInvariant(nn.Module):
+    """f(x) + f(reverse complement of x): exactly invariant to reverse-complementing the input."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, tokens, lengths):
+        comp = torch.as_tensor(vocab.COMPLEMENT)[tokens]
+        return self.inner(tokens, lengths) + self.inner(comp.flip(-1), lengths)
+
+
+def test_for_an_rc_invariant_model_the_strand_average_changes_nothing():
+    tokens = _random_tokens(np.random.default_rng(4), 19)
+    model = RCInvariant(ToyClassifier(19, 2, seed=6))
+    plain, target = ism_attribution(model, tokens)
+    averaged, _ = ism_attribution(model, tokens, target=target, rc_average=True)
+    np.testing.assert_allclose(averaged, plain, rtol=1e-12, atol=1e-14)
