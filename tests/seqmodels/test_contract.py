@@ -5,8 +5,17 @@ import dataclasses
 import pytest
 import torch
 
-from seqmodels import (CNNClassifier, DLinear, ForecastOutput, MambaClassifier, MambaForecaster, MambaTagger,
-                       PackagedModel, load_package, vocab)
+from seqmodels import (
+    CNNClassifier,
+    DLinear,
+    ForecastOutput,
+    MambaClassifier,
+    MambaForecaster,
+    MambaTagger,
+    PackagedModel,
+    load_package,
+    vocab,
+)
 
 BACKBONE = {"d_model": 8, "n_layer": 2, "d_state": 4}
 BATCH, SEQLEN, CHANNELS, HORIZON = 3, 16, 2, 4
