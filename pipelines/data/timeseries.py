@@ -119,6 +119,14 @@ def _check_steps(dates: pd.Series, lines: np.ndarray | None, name: str) -> tuple
         other = diffs.iloc[odd[0]]
         raise InputError(f"mixed sampling frequencies: most steps are {step}, but the step to {at(odd[0] + 1)} "
                          f"is {other}; resample to one frequency first", file=name)
+    # A gap is an occasional long step; several equal long steps in a row are another sampling rate.
+    same_next = np.zeros(len(ratio), dtype=bool)
+    same_next[:-1] = ratio[:-1] == ratio[1:]
+    runs = np.flatnonzero((ratio[:-2] > 1.5) & same_next[:-2] & same_next[1:-1])  # 3 equal long steps from here
+    if len(runs):
+        first = int(runs[0])
+        raise InputError(f"mixed sampling frequencies: most steps are {step}, but from {at(first)} on the rows are "
+                         f"{diffs.iloc[first]} apart; resample to one frequency first", file=name)
     gap_at = np.flatnonzero(ratio > 1.5)
     gaps = [(dates.iloc[i], int(round(ratio[i])) - 1) for i in gap_at]
     if gaps:
