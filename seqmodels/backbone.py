@@ -48,8 +48,13 @@ class BackboneConfig(ModelConfig):
             raise ValueError(f"norm_eps must be in (0, 1), got {self.norm_eps}")
 
 
+def residual_dtype(x: torch.Tensor) -> torch.dtype:
+    """The residual stream's dtype: fp32 for fp32/bf16/fp16 activations, fp64 for fp64 ones."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in fp32 whatever the input dtype; returns fp32."""
+    """x / rms(x) * weight, computed and returned in fp32 (fp64 for fp64 inputs), whatever the input dtype."""
 
     def __init__(self, d_model: int, eps: float = 1e-5, device=None):
         super().__init__()
@@ -57,8 +62,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        x = x.to(residual_dtype(x))
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.to(x.dtype)
 
 
 class Block(nn.Module):
@@ -71,12 +76,12 @@ class Block(nn.Module):
 
     def forward(self, residual: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.norm(residual).to(self.mixer_dtype())
-        return residual + self.mixer(hidden, mask=mask).float()
+        return residual + self.mixer(hidden, mask=mask).to(residual.dtype)
 
     def forward_chunk(self, residual, state):
         hidden = self.norm(residual).to(self.mixer_dtype())
         out, state = self.mixer.forward_chunk(hidden, state)
-        return residual + out.float(), state
+        return residual + out.to(residual.dtype), state
 
     def mixer_dtype(self) -> torch.dtype:
         # Under autocast the weights stay fp32 and autocast picks the matmul dtype; for a model cast
@@ -112,7 +117,7 @@ class MambaStack(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """hidden (batch, seqlen, d_model); mask (batch, seqlen) bool, True at real tokens, right-padded."""
-        residual = hidden.float()
+        residual = hidden.to(residual_dtype(hidden))
         use_checkpoint = self.config.checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if use_checkpoint:
@@ -129,7 +134,7 @@ class MambaStack(nn.Module):
                              "sequence (use seqmodels.bidirectional.windowed_forward instead)")
         if states is not None and len(states) != len(self.layers):
             raise ValueError(f"states must hold one entry per layer ({len(self.layers)}), got {len(states)}")
-        residual = hidden.float()
+        residual = hidden.to(residual_dtype(hidden))
         new_states = []
         for i, layer in enumerate(self.layers):
             residual, state = layer.forward_chunk(residual, None if states is None else states[i])
@@ -144,8 +149,8 @@ class MambaStack(nn.Module):
 
     def step(self, hidden: torch.Tensor, states: list) -> torch.Tensor:
         """One token (batch, 1, d_model) through every layer; ``states`` are updated in place."""
-        residual = hidden.float()
+        residual = hidden.to(residual_dtype(hidden))
         for layer, (conv_state, ssm_state) in zip(self.layers, states):
             out, _, _ = layer.mixer.step(layer.norm(residual).to(layer.mixer_dtype()), conv_state, ssm_state)
-            residual = residual + out.float()
+            residual = residual + out.to(residual.dtype)
         return self.norm_f(residual)
