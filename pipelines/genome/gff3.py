@@ -34,6 +34,11 @@ def _esc(value: str) -> str:
     return quote(str(value), safe=_ATTR_SAFE)
 
 
+def _esc_seqid(value: str) -> str:
+    """Column 1 allows only [a-zA-Z0-9.:^*$@!+_?-|] unescaped."""
+    return quote(str(value), safe=".:^*$@!+?-|")
+
+
 def _phases(cds: CDS) -> list[int]:
     """GFF3 phase of each part: bases to skip from the part's 5' end to the next codon start."""
     phases, done = [], -(cds.codon_start - 1)
@@ -65,10 +70,10 @@ def write_gff3(
     with open(path, "w", encoding="utf-8") as out:
         out.write("##gff-version 3\n")
         for seqid, (length, _) in sequences.items():
-            out.write(f"##sequence-region {_esc(seqid)} 1 {length}\n")
+            out.write(f"##sequence-region {_esc_seqid(seqid)} 1 {length}\n")
         for seqid, (length, circular) in sequences.items():
             region = f"ID={_esc(seqid)};Is_circular=true" if circular else f"ID={_esc(seqid)}"
-            out.write(f"{_esc(seqid)}\t{source}\tregion\t1\t{length}\t.\t+\t.\t{region}\n")
+            out.write(f"{_esc_seqid(seqid)}\t{source}\tregion\t1\t{length}\t.\t+\t.\t{region}\n")
             for k, c in enumerate(by_seq[seqid], start=1):
                 out.write(_call_lines(c, k, source, length, sequence.get(seqid) if sequence else None))
         out.write("###\n")
@@ -102,7 +107,7 @@ def _call_lines(c: CDS, k: int, source: str, length: int, seq: str | None) -> st
         attrs += f";start_type={_esc(codon)}"
     if c.transl_table != 11:
         attrs += f";transl_table={c.transl_table}"
-    seqid = _esc(c.seqid)
+    seqid = _esc_seqid(c.seqid)
     start, end = _gene_span(c, length)
     lines = [f"{seqid}\t{source}\tgene\t{start}\t{end}\t{score}\t{strand}\t.\tID=gene-{_esc(ident)}\n"]
     for (a, b, s), phase in zip(c.parts, _phases(c)):
@@ -111,7 +116,9 @@ def _call_lines(c: CDS, k: int, source: str, length: int, seq: str | None) -> st
 
 
 def _attributes(text: str, where: str) -> dict[str, str]:
-    attrs = {}
+    attrs: dict[str, str] = {}
+    if text.strip() in ("", "."):  # GFF3's empty column
+        return attrs
     for item in text.strip().strip(";").split(";"):
         item = item.strip()
         if not item:
