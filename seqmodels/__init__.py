@@ -16,9 +16,21 @@ from .classifier import ClassifierConfig, MambaClassifier  # noqa: E402
 from .dna import DNABackbone, StrandFeatures  # noqa: E402
 from .forecaster import ForecasterConfig, ForecastOutput, MambaForecaster  # noqa: E402
 from .mamba import InferenceParams, Mamba  # noqa: E402
-from .package import PackageError, load_package, save_package  # noqa: E402
 from .registry import MODELS, PackagedModel  # noqa: E402
 from .tagger import MambaTagger, TaggerConfig  # noqa: E402
+
+_PACKAGE_NAMES = ("PackageError", "save_package", "load_package")
+
+
+def __getattr__(name):
+    # Model packages need safetensors; imported on first use so the models alone (e.g. on a GPU
+    # machine running the benchmarks) import without it.
+    if name in _PACKAGE_NAMES:
+        from . import package
+
+        return getattr(package, name)
+    raise AttributeError(f"module 'seqmodels' has no attribute {name!r}")
+
 
 __all__ = [
     "vocab",
