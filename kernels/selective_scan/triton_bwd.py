@@ -38,14 +38,14 @@ def adjoint_combine(f_late, x_late, r_late, f_early, x_early, r_early):
 @triton.jit
 def _reduce_bc_grad(val, acc, ptr, pid_b, offs_d, offs_n, offs_t, d_mask, n_mask, t_mask,
                     dpg, s_b, s_g, s_n, s_t, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
-    """Add a (BLOCK_D, N, T) gradient tile of B or C where it belongs: summed over time into the
+    """Add a (T, N, BLOCK_D) gradient tile of B or C where it belongs: summed over time into the
     per-program accumulator (time-invariant form) or over channels into the fp32 buffer."""
     if MODE == 0:
-        acc += tl.sum(val, axis=2)
+        acc += tl.sum(val, axis=0)
     elif MODE == 1:
         offs = bc_offsets(pid_b, offs_d, offs_n, offs_t, dpg, s_b, s_g, s_n, s_t, BLOCK_D, MODE)
         m = bc_mask(d_mask, n_mask, t_mask, MODE)
-        tl.atomic_add(ptr + offs, tl.sum(val, axis=0)[None, :, :], mask=m, sem="relaxed")
+        tl.atomic_add(ptr + offs, tl.sum(val, axis=2)[:, :, None], mask=m, sem="relaxed")
     else:
         offs = bc_offsets(pid_b, offs_d, offs_n, offs_t, dpg, s_b, s_g, s_n, s_t, BLOCK_D, MODE)
         m = bc_mask(d_mask, n_mask, t_mask, MODE)
@@ -74,10 +74,10 @@ def scan_bwd_kernel(
     offs_n = tl.arange(0, N)
     d_mask = offs_d < dim
     n_mask = offs_n < dstate
-    dn_mask = d_mask[:, None] & n_mask[None, :]
-    state_offs = (pid_b.to(tl.int64) * dim + offs_d[:, None]) * dstate + offs_n[None, :]
+    nd_mask = n_mask[:, None] & d_mask[None, :]
+    state_offs = (pid_b.to(tl.int64) * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (N, BLOCK_D)
 
-    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=nd_mask, other=0.0).to(tl.float32)
     A2 = A * LOG2E
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
@@ -86,26 +86,26 @@ def scan_bwd_kernel(
         Dv = tl.load(D_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
     # carry: gradient w.r.t. the state at the end of the current chunk from everything after it
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + state_offs, mask=dn_mask, other=0.0).to(tl.float32)
+        carry = tl.load(dlast_ptr + state_offs, mask=nd_mask, other=0.0).to(tl.float32)
     else:
-        carry = tl.zeros([BLOCK_D, N], dtype=tl.float32)
+        carry = tl.zeros([N, BLOCK_D], dtype=tl.float32)
     row = (pid_b.to(tl.int64) * dim + offs_d) * seqlen
-    first_col = (tl.arange(0, T) == 0)[None, None, :]
-    ones = tl.full([BLOCK_D, N, T], 1.0, dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_D, N], dtype=tl.float32)
-    dB_acc = tl.zeros([BLOCK_D, N], dtype=tl.float32)
-    dC_acc = tl.zeros([BLOCK_D, N], dtype=tl.float32)
+    first_step = (tl.arange(0, T) == 0)[:, None, None]
+    ones = tl.full([T, N, BLOCK_D], 1.0, dtype=tl.float32)
+    dA_acc = tl.zeros([N, BLOCK_D], dtype=tl.float32)
+    dB_acc = tl.zeros([N, BLOCK_D], dtype=tl.float32)
+    dC_acc = tl.zeros([N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
     for i in range(nchunks):
         c = nchunks - 1 - i
-        ck = ((pid_b.to(tl.int64) * dim + offs_d[:, None]) * nchunks + c) * dstate + offs_n[None, :]
-        h0 = tl.load(ckpt_ptr + ck, mask=dn_mask, other=0.0)
+        ck = ((pid_b.to(tl.int64) * dim + offs_d[None, :]) * nchunks + c) * dstate + offs_n[:, None]
+        h0 = tl.load(ckpt_ptr + ck, mask=nd_mask, other=0.0)
         offs_t = c * T + tl.arange(0, T)
         t_mask = offs_t < seqlen
-        m2 = d_mask[:, None] & t_mask[None, :]
-        ptrs = row[:, None] + offs_t[None, :]  # (BLOCK_D, T)
+        m2 = t_mask[:, None] & d_mask[None, :]
+        ptrs = offs_t[:, None] + row[None, :]  # (T, BLOCK_D)
         u = tl.load(u_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
         dt, raw = load_dt(delta_ptr + ptrs, m2, bias, HAS_BIAS, SOFTPLUS)
         Bv = tl.load(B_ptr + bc_offsets(pid_b, offs_d, offs_n, offs_t, B_dpg, B_sb, B_sg, B_sn, B_st, BLOCK_D, B_MODE),
@@ -115,38 +115,38 @@ def scan_bwd_kernel(
         dout = tl.load(dout_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
 
         # Recompute the chunk's states.
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])  # (BLOCK_D, N, T)
-        b = (dt * u)[:, None, :] * Bv  # (BLOCK_D, N, T)
-        pa, pb = tl.associative_scan((a, b), axis=2, combine_fn=affine_combine)
-        hs = pa * h0[:, :, None] + pb
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (T, N, BLOCK_D)
+        b = (dt * u)[:, None, :] * Bv  # (T, N, BLOCK_D)
+        pa, pb = tl.associative_scan((a, b), axis=0, combine_fn=affine_combine)
+        hs = pa * h0[None, :, :] + pb
 
         # Output gate: out = (y + D u) * silu(z).
         dy = dout
         if HAS_Z:
-            y = tl.sum(hs * Cv, axis=1)
+            y = tl.sum(hs * Cv, axis=1)  # (T, BLOCK_D)
             if HAS_D:
-                y += u * Dv[:, None]
+                y += u * Dv[None, :]
             zv = tl.load(z_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zv)
             dy = dout * zv * sz
             dz = dout * y * sz * (1.0 + zv * (1.0 - sz))
             tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
         if HAS_D:
-            dD_acc += tl.sum(dy * u, axis=1)
+            dD_acc += tl.sum(dy * u, axis=0)
 
         # Adjoint: r_t = C_t dy_t + a_{t+1} r_{t+1}, as a reverse scan plus the carried tail.
         cterm = dy[:, None, :] * Cv
-        _, xs, rs = tl.associative_scan((a, ones, cterm), axis=2, combine_fn=adjoint_combine, reverse=True)
-        r = rs + xs * carry[:, :, None]  # (BLOCK_D, N, T)
-        carry = tl.sum(tl.where(first_col, a * r, 0.0), axis=2)
+        _, xs, rs = tl.associative_scan((a, ones, cterm), axis=0, combine_fn=adjoint_combine, reverse=True)
+        r = rs + xs * carry[None, :, :]  # (T, N, BLOCK_D)
+        carry = tl.sum(tl.where(first_step, a * r, 0.0), axis=0)
 
         hb = hs - b  # a_t h_{t-1}
-        rB = tl.sum(r * Bv, axis=1)  # (BLOCK_D, T)
-        ddt = tl.sum(r * hb * A[:, :, None], axis=1) + u * rB
+        rB = tl.sum(r * Bv, axis=1)  # (T, BLOCK_D)
+        ddt = tl.sum(r * hb * A[None, :, :], axis=1) + u * rB
         du = dt * rB
         if HAS_D:
-            du += dy * Dv[:, None]
-        dA_acc += tl.sum(r * hb * dt[:, None, :], axis=2)
+            du += dy * Dv[None, :]
+        dA_acc += tl.sum(r * hb * dt[:, None, :], axis=0)
         dB_acc = _reduce_bc_grad(r * (dt * u)[:, None, :], dB_acc, dB_ptr, pid_b, offs_d, offs_n, offs_t,
                                  d_mask, n_mask, t_mask, B_dpg, B_sb, B_sg, B_sn, B_st, BLOCK_D, B_MODE)
         dC_acc = _reduce_bc_grad(hs * dy[:, None, :], dC_acc, dC_ptr, pid_b, offs_d, offs_n, offs_t,
@@ -154,17 +154,17 @@ def scan_bwd_kernel(
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(m2, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=1)
+        dbias_acc += tl.sum(ddt, axis=0)
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
     row_offs = pid_b.to(tl.int64) * dim + offs_d
-    tl.store(dh0_ptr + state_offs, carry, mask=dn_mask)
-    tl.store(dA_ptr + state_offs, dA_acc, mask=dn_mask)
+    tl.store(dh0_ptr + state_offs, carry, mask=nd_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=nd_mask)
     if B_MODE == 0:
-        tl.store(dB_ptr + state_offs, dB_acc, mask=dn_mask)
+        tl.store(dB_ptr + state_offs, dB_acc, mask=nd_mask)
     if C_MODE == 0:
-        tl.store(dC_ptr + state_offs, dC_acc, mask=dn_mask)
+        tl.store(dC_ptr + state_offs, dC_acc, mask=nd_mask)
     if HAS_D:
         tl.store(dD_ptr + row_offs, dD_acc, mask=d_mask)
     if HAS_BIAS:
