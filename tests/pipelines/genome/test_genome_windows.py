@@ -128,3 +128,20 @@ def test_build_datasets_and_batches_through_the_tagging_data_module(tmp_path, wr
     regional = build_datasets(SplitConfig(mode="region", train=["a.gb", "b.gb"]), tmp_path, window=100)
     assert sum(len(regional[s].regions) for s in ("train", "val", "test")) == 6
     assert len(regional["val"]) == 3 + 2  # 300 and 200 bases of validation blocks, tiled by 100
+
+
+def test_genome_data_module_from_plain_settings(tmp_path, write_genbank, random_dna):
+    from pipelines.genome.datamodule import GenomeDataModule
+
+    write_genbank(random_dna(1200, 1), ["CDS 4..900"], filename="a.gb", topology="circular")
+    write_genbank(random_dna(500, 2), ["CDS complement(10..300)"], filename="b.gb")
+    dm = GenomeDataModule(
+        train=["a.gb"], test=["b.gb"], root=str(tmp_path), window=256, samples_per_epoch=4, batch_size=2
+    )
+    assert dm.hparams.train == ["a.gb"] and dm.hparams.test == ["b.gb"]
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["tokens"].shape == (2, 256) and batch["labels"].shape == (2, 256, 2)
+    assert [b["lengths"].tolist() for b in dm.test_dataloader()] == [[256, 244]]
+    with pytest.raises(InputError, match="no val dataset"):
+        dm.val_dataloader()
