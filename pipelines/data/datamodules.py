@@ -244,7 +244,8 @@ class ForecastDataModule(L.LightningDataModule):
     def export_config(self) -> dict:
         """What a saved forecaster needs to read new data: channels, scaler, window sizes, step."""
         return {"channels": self.channels, "scaler_mean": self.mean.tolist(), "scaler_scale": self.scale.tolist(),
-                "input_len": self.hparams.input_len, "horizon": self.hparams.horizon, "step": str(self.step)}
+                "input_len": self.hparams.input_len, "horizon": self.hparams.horizon,
+                "step_seconds": self.step.total_seconds()}
 
     def train_dataloader(self) -> DataLoader:
         hp, data = self.hparams, self.datasets["train"]
