@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 
@@ -14,8 +13,6 @@ from pipelines.genome.annotation import CDS, AnnotatedSequence, read_annotation
 from pipelines.genome.evaluate import Metrics, evaluate
 from pipelines.genome.gff3 import read_gff3
 from pipelines.genome.prodigal import MODES, run_pyrodigal
-
-log = logging.getLogger(__name__)
 
 ROWS = (
     ("reference CDS", "n_reference", "d"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ import pandas as pd
 from Bio import SeqIO
 
 from pipelines.data.errors import InputError
-
-log = logging.getLogger(__name__)
 
 PSEUDO_QUALIFIERS = ("pseudo", "pseudogene")
 GTF_COLUMNS = ("seqid", "source", "type", "start", "end", "score", "strand", "frame", "attributes")

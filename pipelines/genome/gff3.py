@@ -14,7 +14,6 @@ validates every column, naming the file and line on error.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from urllib.parse import quote, unquote
@@ -23,8 +22,6 @@ import numpy as np
 
 from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS, _open_text
-
-log = logging.getLogger(__name__)
 
 _ATTR_SAFE = " :^*$@!+?-|/.'()[]{}<>"  # characters GFF3 allows unescaped in attribute values
 _DNA_COMPLEMENT = str.maketrans("ACGT", "TGCA")
@@ -102,8 +99,12 @@ def _call_lines(c: CDS, k: int, source: str, length: int, seq: str | None) -> st
     if c.partial5:
         attrs += ";start_type=Edge"
     elif seq is not None:
-        a = c.five_prime
-        codon = seq[a : a + 3] if c.strand == 1 else seq[max(a - 2, 0) : a + 1][::-1].translate(_DNA_COMPLEMENT)
+        # Modulo the length: on a circular sequence a start codon may straddle the origin.
+        a, n = c.five_prime, len(seq)
+        if c.strand == 1:
+            codon = "".join(seq[(a + i) % n] for i in range(3))
+        else:
+            codon = "".join(seq[(a - i) % n] for i in range(3)).translate(_DNA_COMPLEMENT)
         attrs += f";start_type={_esc(codon)}"
     if c.transl_table != 11:
         attrs += f";transl_table={c.transl_table}"

@@ -17,6 +17,7 @@ CALLS = [
     CDS("plasmid 2", ((54, 60, 1), (0, 9, 1)), id="across+"),
     CDS("plasmid 2", ((0, 6, -1), (51, 60, -1)), id="across-"),
     CDS("plasmid 2", ((20, 29, -1), (10, 14, 1)), id="trans"),
+    CDS("plasmid 2", ((59, 60, 1), (0, 8, 1)), id="straddle"),  # start codon across the origin
 ]
 
 
@@ -26,7 +27,7 @@ def data_lines(path):
 
 def test_written_gff3_is_valid(tmp_path):
     path = tmp_path / "calls.gff3"
-    write_gff3(path, CALLS, SEQUENCES, sequence={"chr1": "ACGT" * 25})
+    write_gff3(path, CALLS, SEQUENCES, sequence={"chr1": "ACGT" * 25, "plasmid 2": "TG" + "C" * 57 + "A"})
     text = open(path).read().splitlines()
     assert text[0] == "##gff-version 3"
     assert text[1:3] == ["##sequence-region chr1 1 100", "##sequence-region plasmid%202 1 60"]
@@ -45,6 +46,8 @@ def test_written_gff3_is_valid(tmp_path):
     assert cds["ID=g2"][3:8] == ["41", "70", "-1.00", "-", "0"]
     assert "start_type=CGT" in cds["ID=g1"][8]  # bases 10..12 of ACGTACGT...
     assert "partial=10" in cds["ID=g3"][8] and "start_type=Edge" in cds["ID=g3"][8]
+    assert "start_type=ATG" in cds["ID=straddle"][8]  # A at 60, then T, G at 1, 2
+    assert "start_type=GGG" in cds["ID=across-"][8]  # reverse strand: C, C, C read as G, G, G
     phases = [r[7] for r in rows if r[2] == "CDS" and r[8].startswith("ID=spliced;")]
     assert phases == ["0", "1"]  # 8 bases then the second part must skip 1 to reach a codon start
     gene_across = next(r for r in rows if r[2] == "gene" and r[8] == "ID=gene-across+")
