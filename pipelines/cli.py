@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("pipelines.demo", "main", "check and time the kernels on this machine"),
     "annotate-eval": ("pipelines.genome.annotate_eval", "main", "gene calls (GFF3) against a reference annotation"),
+    "bench": ("pipelines.bench", "main", "benchmark the kernels on a CUDA GPU (benchmarks/bench_kernels.py)"),
 }
 
 

@@ -1,0 +1,361 @@
+"""GPU benchmark of the kernels (issue 3): selective scan, causal conv1d and one decoding step.
+
+Run on the H200:  python benchmarks/bench_kernels.py --out benchmarks/RESULTS_gpu.md  (or
+``seqmamba bench``). It first checks the Triton scan against the float64 reference on a mid-size
+random problem (relative errors of out, last state and every gradient), then times with the median
+of ``triton.testing.do_bench`` on random inputs (never zeros), rotating between input sets, and
+writes one markdown report: command, GPU, versions, date, tables.
+
+Sizes (issue 3): batch 8, dim 1536, dstate 16, B/C (batch, 1, dstate, seqlen), bf16 u/delta/z/B/C,
+fp32 A/D, softplus, with z; seqlen 1k/4k/16k/64k (``--quick``: 1k/4k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run by path from anywhere
+    sys.path.insert(0, str(ROOT))
+
+EXP2_PER_S = 4.1e12  # measured on the H200 (issue 3): MUFU exp2 throughput, the second floor
+SLOW_CALL_S = 5.0  # a path whose single call takes longer is reported, not benchmarked further
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def scan_inputs(batch, dim, seqlen, dstate, *, dtype=torch.bfloat16, seed=0, device="cuda", grad=False):
+    """Mamba-block-like inputs: A = -(1..dstate), Δ before softplus ~ N(-1, 1) + bias, B/C one group."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    r = lambda *s, dt=dtype: torch.randn(*s, generator=g, device=device, dtype=torch.float32).to(dt)  # noqa: E731
+    t = dict(
+        u=r(batch, dim, seqlen), delta=(r(batch, dim, seqlen, dt=torch.float32) - 1.0).to(dtype),
+        A=-torch.arange(1, dstate + 1, device=device, dtype=torch.float32).repeat(dim, 1),
+        B=r(batch, 1, dstate, seqlen), C=r(batch, 1, dstate, seqlen), D=r(dim, dt=torch.float32),
+        z=r(batch, dim, seqlen), delta_bias=0.5 * r(dim, dt=torch.float32),
+    )
+    for k in ("u", "delta", "z", "B", "C", "A", "D", "delta_bias"):
+        t[k].requires_grad_(grad)
+    return t
+
+
+def call_scan(fn, t, **kw):
+    return fn(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True, **kw)
+
+
+def scan_fwd_bwd(fn, t, dout):
+    out = call_scan(fn, t)
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    return torch.autograd.grad(out, [t[k] for k in names], dout)
+
+
+# --- correctness pre-check --------------------------------------------------------------------
+
+
+def precheck(lines: list[str]) -> None:
+    """Triton vs the float64 reference on one mid-size problem, fp32 and bf16, every gradient."""
+    from kernels.selective_scan.reference import selective_scan_ref
+    from kernels.selective_scan.triton_scan import selective_scan_triton
+
+    lines += ["## Correctness pre-check (Triton vs float64 reference)", "",
+              "batch 2, dim 256, seqlen 2048, dstate 16, B/C (batch, 2, dstate, seqlen), all options, "
+              "initial_state, loss on out and last state; norm-wise relative errors.", "",
+              "| dtype | out | last | du | ddelta | dA | dB | dC | dD | dz | ddelta_bias | dinitial_state |",
+              "|---|" + "---|" * 11]
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+    for dtype in (torch.float32, torch.bfloat16):
+        gen7 = torch.Generator(device="cuda").manual_seed(7)
+        r = lambda *s, g=gen7: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+        base = dict(u=r(2, 256, 2048), delta=r(2, 256, 2048) - 1.0,
+                    A=-torch.arange(1, 17, device="cuda", dtype=torch.float32).repeat(256, 1),
+                    B=r(2, 2, 16, 2048), C=r(2, 2, 16, 2048), D=r(256), z=r(2, 256, 2048),
+                    delta_bias=0.5 * r(256), initial_state=r(2, 256, 16))
+        low = {k: (v if k in ("A", "D", "delta_bias", "initial_state") else v.to(dtype)) for k, v in base.items()}
+        results = []
+        for fn, cast in ((selective_scan_triton, None), (selective_scan_ref, torch.float64)):
+            leaves = {k: (v.to(cast) if cast else v).detach().clone().requires_grad_() for k, v in low.items()}
+            out, last = fn(*(leaves[k] for k in names[:-1]), True, True, initial_state=leaves["initial_state"])
+            gen = torch.Generator(device="cuda").manual_seed(1)
+            d_out = torch.randn(out.shape, generator=gen, device="cuda", dtype=torch.float64)
+            d_last = torch.randn(last.shape, generator=gen, device="cuda", dtype=torch.float64)
+            ((out.double() * d_out).sum() + (last.double() * d_last).sum()).backward()
+            results.append((out, last, [leaves[k].grad for k in names]))
+        (o, la, gr), (ro, rla, rgr) = results
+        errs = [rel_err(o, ro), rel_err(la, rla)] + [rel_err(a, b) for a, b in zip(gr, rgr)]
+        lines.append(f"| {str(dtype).replace('torch.', '')} | " + " | ".join(f"{e:.1e}" for e in errs) + " |")
+    lines.append("")
+
+
+# --- timing helpers ---------------------------------------------------------------------------
+
+
+def bench_ms(fns: list[Callable[[], object]], rep_ms: int) -> float:
+    """Median ms of do_bench, cycling through ``fns`` (one per input set) call by call."""
+    import triton.testing
+
+    state = {"i": 0}
+
+    def rotate():
+        state["i"] = (state["i"] + 1) % len(fns)
+        return fns[state["i"]]()
+
+    return float(triton.testing.do_bench(rotate, warmup=max(10, rep_ms // 4), rep=rep_ms, return_mode="median"))
+
+
+def slow_ms(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Median ms over a few CUDA-event-timed calls, for paths too slow for do_bench's estimate loop."""
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def one_call_s(fn: Callable[[], object]) -> float:
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def copy_bandwidth(lines: list[str]) -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + write), 2 GiB buffers."""
+    src = torch.randn(2**29, device="cuda")
+    dst = torch.empty_like(src)
+    ms = bench_ms([lambda src=src, dst=dst: dst.copy_(src)], 200)
+    bw = 2 * src.numel() * src.element_size() / (ms * 1e-3)
+    lines += [f"Device-to-device copy: {bw / 1e12:.2f} TB/s (read + write of 2 GiB, median {ms:.3f} ms).", ""]
+    del src, dst
+    return bw
+
+
+# --- the scan table ---------------------------------------------------------------------------
+
+
+def scan_rows(lines, seqlens, bw, args) -> None:
+    from kernels.selective_scan.chunked import selective_scan_chunked
+    from kernels.selective_scan.reference import selective_scan_ref
+    from kernels.selective_scan.triton_scan import selective_scan_triton
+
+    b, d, n = args.batch, args.dim, args.dstate
+    lines += ["## Selective scan", "",
+              f"batch {b}, dim {d}, dstate {n}, B/C ({b}, 1, {n}, L), bf16 u/delta/z/B/C, fp32 A/D, softplus, z. "
+              "Floors: bytes (read u, delta, z, B, C once and write y once; backward also reads dout and writes "
+              "du, ddelta, dz, fp32 dB, dC) at the measured copy bandwidth, and exp2 (batch·dim·L·dstate "
+              f"exponentials per pass at {EXP2_PER_S / 1e12:.1f} T/s). Fraction = floor / time.", "",
+              "| L | path | fwd ms | fwd+bwd ms | bytes floor fwd / fwd+bwd µs | fwd % of bytes floor "
+              "| fwd+bwd % of bytes floor | exp2 floor fwd µs |",
+              "|---|---|---|---|---|---|---|---|"]
+    paths = [("triton", selective_scan_triton), ("torch (chunked)", selective_scan_chunked),
+             ("reference", selective_scan_ref)]
+    too_slow: set[str] = set()
+    for L in seqlens:
+        elems = b * d * L
+        fwd_bytes = elems * 2 * 4 + b * n * L * 2 * 2
+        bwd_bytes = elems * 2 * 7 + b * n * L * (2 * 2 + 4 * 2)
+        floor_f, floor_fb = fwd_bytes / bw * 1e6, (fwd_bytes + bwd_bytes) / bw * 1e6
+        exp_floor = elems * n / EXP2_PER_S * 1e6
+        sets = [scan_inputs(b, d, L, n, seed=s, grad=True) for s in range(2 if L <= 16384 else 1)]
+        douts = [torch.randn(b, d, L, device="cuda", dtype=torch.bfloat16) for _ in sets]
+        for name, fn in paths:
+            if name == "reference" and L > args.ref_max_seqlen:
+                # its autograd graph holds every step's (batch, dim, dstate) state: tens of GB beyond 4k
+                lines.append(f"| {L} | {name} | not run above L = {args.ref_max_seqlen} | | | | | |")
+                continue
+            if name in too_slow:
+                lines.append(f"| {L} | {name} | skipped (slower than {SLOW_CALL_S:.0f} s at a shorter L) | | | | | |")
+                continue
+            try:
+                with torch.no_grad():
+                    first = one_call_s(lambda fn=fn, t=sets[0]: call_scan(fn, t))
+                    if first > 0.2:  # maybe compilation (Triton, torch.compile): time a second call
+                        first = one_call_s(lambda fn=fn, t=sets[0]: call_scan(fn, t))
+                if first > SLOW_CALL_S:
+                    too_slow.add(name)
+                    lines.append(f"| {L} | {name} | {first * 1e3:.0f} (one call) | not run | | | | |")
+                    continue
+                with torch.no_grad():
+                    fwds = [lambda fn=fn, t=t: call_scan(fn, t) for t in sets]
+                    f_ms = bench_ms(fwds, args.rep) if first < 0.2 else slow_ms(fwds[0])
+                fbs = [lambda fn=fn, t=t, g=g: scan_fwd_bwd(fn, t, g) for t, g in zip(sets, douts)]
+                fb_ms = bench_ms(fbs, args.rep) if first < 0.2 else slow_ms(fbs[0])
+            except torch.cuda.OutOfMemoryError:
+                too_slow.add(name)
+                lines.append(f"| {L} | {name} | out of GPU memory | | | | | |")
+                torch.cuda.empty_cache()
+                continue
+            lines.append(f"| {L} | {name} | {f_ms:.3f} | {fb_ms:.3f} | {floor_f:.0f} / {floor_fb:.0f} | "
+                         f"{100 * floor_f / (f_ms * 1e3):.0f}% | {100 * floor_fb / (fb_ms * 1e3):.0f}% | "
+                         f"{exp_floor:.0f} |")
+            print(lines[-1], flush=True)
+        del sets, douts
+        torch.cuda.empty_cache()
+    lines.append("")
+
+
+def config_sweep(lines, args) -> None:
+    """Triton scan launch configurations at L = 4096 (block_d:chunk:num_warps)."""
+    from kernels.selective_scan import triton_scan
+
+    b, d, n, L = args.batch, args.dim, args.dstate, 4096
+    lines += ["## Triton scan launch configurations (L = 4096)", "",
+              "| block_d | chunk | num_warps | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|"]
+    sets = [scan_inputs(b, d, L, n, seed=s, grad=True) for s in range(2)]
+    douts = [torch.randn(b, d, L, device="cuda", dtype=torch.bfloat16) for _ in sets]
+    for spec in args.configs.split(","):
+        block_d, chunk, warps = (int(x) for x in spec.split(":"))
+        triton_scan.CONFIG_OVERRIDE = triton_scan.ScanConfig(block_d, chunk, warps)
+        try:
+            with torch.no_grad():
+                f_ms = bench_ms([lambda t=t: call_scan(triton_scan.selective_scan_triton, t) for t in sets], args.rep)
+            fb_ms = bench_ms([lambda t=t, g=g: scan_fwd_bwd(triton_scan.selective_scan_triton, t, g)
+                              for t, g in zip(sets, douts)], args.rep)
+            lines.append(f"| {block_d} | {chunk} | {warps} | {f_ms:.3f} | {fb_ms:.3f} |")
+        except Exception as exc:  # a configuration that does not compile is a result, not a crash
+            lines.append(f"| {block_d} | {chunk} | {warps} | failed: {type(exc).__name__}: {str(exc)[:80]} | |")
+        finally:
+            triton_scan.CONFIG_OVERRIDE = None
+        print(lines[-1], flush=True)
+    lines.append("")
+
+
+# --- conv1d and decoding ----------------------------------------------------------------------
+
+
+def conv_rows(lines, seqlens, args) -> None:
+    from kernels import causal_conv1d_fn
+
+    lines += ["## causal_conv1d_fn (width 4, silu, bias), forward + backward", "",
+              "| L | fwd ms | fwd+bwd ms |", "|---|---|---|"]
+    for L in seqlens:
+        try:
+            x = torch.randn(args.batch, args.dim, L, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            w = torch.randn(args.dim, 4, device="cuda", requires_grad=True)
+            bias = torch.randn(args.dim, device="cuda", requires_grad=True)
+            dy = torch.randn_like(x)
+            conv = lambda x=x, w=w, bias=bias: causal_conv1d_fn(x, w, bias, activation="silu")  # noqa: E731
+            with torch.no_grad():
+                f_ms = bench_ms([conv], args.rep)
+            fb_ms = bench_ms([lambda c=conv, x=x, w=w, bias=bias, dy=dy: torch.autograd.grad(c(), (x, w, bias), dy)],
+                             args.rep)
+            lines.append(f"| {L} | {f_ms:.3f} | {fb_ms:.3f} |")
+        except Exception as exc:
+            lines.append(f"| {L} | failed: {type(exc).__name__}: {str(exc)[:100]} | |")
+        print(lines[-1], flush=True)
+    lines.append("")
+
+
+def decode_rows(lines, args) -> None:
+    from kernels import causal_conv1d_update, selective_state_update
+
+    b, d, n = args.batch, args.dim, args.dstate
+    lines += ["## One decoding step (selective_state_update + causal_conv1d_update)", "",
+              f"batch {b}, dim {d}, dstate {n}, conv width 4, bf16 activations, fp32 state.", "",
+              "| mode | µs per step |", "|---|---|"]
+    try:
+        bf = dict(device="cuda", dtype=torch.bfloat16)
+        state = torch.randn(b, d, n, device="cuda")
+        conv_state = torch.randn(b, d, 4, **bf)
+        x, dt, z = torch.randn(b, d, **bf), torch.randn(b, d, **bf), torch.randn(b, d, **bf)
+        Bm, Cm = torch.randn(b, n, **bf), torch.randn(b, n, **bf)
+        A = -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(d, 1)
+        D, dt_bias, w = torch.randn(d, device="cuda"), torch.randn(d, device="cuda"), torch.randn(d, 4, **bf)
+
+        def step():
+            xc = causal_conv1d_update(x, conv_state, w, None, "silu")
+            return selective_state_update(state, xc, dt, A, Bm, Cm, D, z, dt_bias, True)
+
+        plain_us = bench_ms([step], args.rep) * 1e3
+        graphs = {}
+        for steps in (1, 100):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(steps):
+                    step()
+            graphs[steps] = graph
+        one_us = bench_ms([graphs[1].replay], args.rep) * 1e3
+        gpu_us = bench_ms([graphs[100].replay], args.rep) * 1e3 / 100
+        lines += [f"| plain Python call | {plain_us:.1f} |", f"| CUDA graph, one step per replay | {one_us:.1f} |",
+                  f"| GPU time (graph of 100 steps / 100) | {gpu_us:.2f} |",
+                  f"| graph replay / GPU time | {one_us / gpu_us:.1f}x |"]
+    except Exception as exc:
+        lines.append(f"| failed | {type(exc).__name__}: {str(exc)[:120]} |")
+    print("\n".join(lines[-4:]), flush=True)
+    lines.append("")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_kernels", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="write the markdown report here (also printed)")
+    parser.add_argument("--quick", action="store_true", help="seqlen 1k and 4k only, shorter timing")
+    parser.add_argument("--seqlens", default="1024,4096,16384,65536")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=1536)
+    parser.add_argument("--dstate", type=int, default=16)
+    parser.add_argument("--rep", type=int, default=200, help="do_bench measuring time per row, ms")
+    parser.add_argument("--configs", default="4:8:1,8:8:1,4:16:1,8:4:1",
+                        help="Triton scan launch configurations to sweep at L=4096, block_d:chunk:num_warps")
+    parser.add_argument("--ref-max-seqlen", type=int, default=4096, help="longest L for the sequential reference")
+    parser.add_argument("--skip-check", action="store_true", help="skip the correctness pre-check")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU (the Triton kernels are timed natively)")
+    import triton
+
+    seqlens = [int(s) for s in args.seqlens.split(",")]
+    if args.quick:
+        seqlens, args.rep = [s for s in seqlens if s <= 4096], min(args.rep, 100)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    lines = [f"# Kernel benchmark ({datetime.date.today().isoformat()})", "",
+             f"- command: `{command}`", f"- GPU: {torch.cuda.get_device_name()}",
+             f"- torch {torch.__version__}, triton {triton.__version__}, Python {platform.python_version()}",
+             "- times: median of triton.testing.do_bench over random inputs (two rotating sets where memory allows)",
+             ""]
+    t0 = time.perf_counter()
+    if not args.skip_check:
+        precheck(lines)
+        print("\n".join(lines), flush=True)
+    bw = copy_bandwidth(lines)
+    scan_rows(lines, seqlens, bw, args)
+    if args.configs:
+        config_sweep(lines, args)
+    conv_rows(lines, seqlens, args)
+    decode_rows(lines, args)
+    lines.append(f"Total benchmark wall time: {time.perf_counter() - t0:.0f} s.")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
