@@ -121,6 +121,9 @@ def _show_attribution(results: dict, view: pd.DataFrame, entry: common.ModelEntr
     cache = st.session_state.setdefault("dna_attr_cache", {})
     key = (st.session_state["dna_results"]["key"], seq_id)
     if key not in cache:
+        # Three forward passes per base: run it on request, not on every page load.
+        if not st.button(f"Compute the attribution of {seq_id} ({3 * len(seq):,} mutants)", key="dna_attr_go"):
+            return
         loaded = common.load_model(entry)
         bar = st.progress(0.0, text=f"Mutating each base of {seq_id}...")
         # Our RC-equivariant classifiers are exactly RC-invariant, so the average over both strands equals

@@ -73,8 +73,26 @@ def stop_app(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A folder of two tiny untrained packages (DNA classifier, forecaster), like data/models/."""
+    import torch
+
+    from seqmodels import MambaClassifier, MambaForecaster, save_package
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_package(MambaClassifier(n_classes=2, class_names=("negative", "positive"), d_model=8, n_layer=1,
+                                 rc_equivariant=True),
+                 root / "tiny_dna", metrics={"test_mcc": 0.5, "seed": 0},
+                 extra_config={"training_data": "synthetic test data", "licence": "CC0-1.0"})
+    save_package(MambaForecaster(input_len=24, horizon=6, d_model=8, n_layer=1), root / "tiny_forecast",
+                 metrics={"test_mse": 0.1}, extra_config={"training_data": "synthetic series", "licence": "CC0-1.0"})
+    return root
+
+
 @pytest.fixture
-def app_env(tiny_models, monkeypatch):
-    """Environment for a run of the app on the tiny test packages."""
+def models_env(tiny_models, monkeypatch):
+    """Point the app's bundled-model discovery at the tiny packages."""
     monkeypatch.setenv("SEQMAMBA_MODELS", str(tiny_models))
-    return dict(os.environ)
+    return tiny_models
