@@ -45,36 +45,54 @@ def _plain_numbers(value: Any) -> Any:
         return {str(k): _plain_numbers(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain_numbers(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # e.g. a pandas Timedelta step
 
 
 def describe_datamodule(datamodule: Any) -> dict[str, Any]:
-    """The preprocessing numbers a model package needs, read from a data module: class names,
-    channel names, scaler mean/scale, input length, horizon, max length. Missing ones are omitted."""
+    """The preprocessing numbers a model package needs, read from a data module after setup:
+    ``class_names``, ``channels``, ``scaler_mean``/``scaler_scale``, ``input_len``, ``horizon``,
+    ``max_len``, ``step``. A data module's ``export_config()`` (if any) is taken as is; the rest is
+    looked up by attribute or hyperparameter name. Missing ones are omitted."""
     if datamodule is None:
         return {}
     out: dict[str, Any] = {}
+    export = getattr(datamodule, "export_config", None)
+    if callable(export):
+        try:
+            out.update(export())
+        except RuntimeError:  # not set up yet
+            pass
+    hparams = getattr(datamodule, "hparams", {}) or {}
     aliases = {
         "class_names": ("class_names", "classes"),
-        "channel_names": ("channel_names", "channels", "columns"),
+        "channels": ("channels", "channel_names"),
         "track_names": ("track_names",),
         "input_len": ("input_len",),
         "horizon": ("horizon",),
         "max_len": ("max_len",),
     }
     for key, names in aliases.items():
+        if key in out:
+            continue
         for name in names:
             value = getattr(datamodule, name, None)
+            if value is None or callable(value):
+                value = hparams.get(name) if hasattr(hparams, "get") else None
             if value is not None and not callable(value):
-                out[key] = _plain_numbers(list(value) if isinstance(value, (tuple, np.ndarray)) else value)
+                out[key] = value
                 break
-    mean, scale = getattr(datamodule, "scaler_mean", None), getattr(datamodule, "scaler_scale", None)
-    scaler = getattr(datamodule, "scaler", None)
-    if mean is None and scaler is not None:  # a fitted scikit-learn StandardScaler
-        mean, scale = getattr(scaler, "mean_", None), getattr(scaler, "scale_", None)
-    if mean is not None and scale is not None:
-        out["scaler_mean"], out["scaler_scale"] = _plain_numbers(mean), _plain_numbers(scale)
-    return out
+    if "scaler_mean" not in out:
+        mean, scale = getattr(datamodule, "scaler_mean", None), getattr(datamodule, "scaler_scale", None)
+        scaler = getattr(datamodule, "scaler", None)
+        if mean is None and scaler is not None:  # a fitted scikit-learn StandardScaler
+            mean, scale = getattr(scaler, "mean_", None), getattr(scaler, "scale_", None)
+        if mean is None and isinstance(getattr(datamodule, "mean", None), np.ndarray):
+            mean, scale = datamodule.mean, getattr(datamodule, "scale", None)
+        if mean is not None and scale is not None:
+            out["scaler_mean"], out["scaler_scale"] = mean, scale
+    return _plain_numbers(out)
 
 
 class SeqTask(pl.LightningModule):
@@ -119,18 +137,26 @@ class SeqTask(pl.LightningModule):
         self.preprocessing = dict(checkpoint.get(CKPT_KEY, {}).get("preprocessing", {}))
 
     # -- reproducibility ----------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        # Reseed from (seed, epoch) before the training dataloader is iterated: shuffling, dropout
-        # and augmentation then depend only on the epoch, so a run resumed from an epoch-end
-        # checkpoint replays exactly the epochs an uninterrupted run would have.
-        # PL_GLOBAL_SEED is set by seed_everything (LightningCLI's --seed_everything) in every process.
+    # Random streams are reseeded from (seed, epoch) before the training dataloader is iterated and
+    # from (seed, step) before every batch: shuffling that draws from the global generator, dropout
+    # and any other randomness then depend only on where training is, not on what ran before in
+    # this process, so a run resumed from last.ckpt continues exactly as the uninterrupted run.
+    # (PL_GLOBAL_SEED is set by seed_everything / LightningCLI's --seed_everything in every rank.)
+    def _reseed(self, stream: int, position: int) -> None:
         seed = os.environ.get("PL_GLOBAL_SEED")
-        if seed is not None:
-            # Not seed_everything: it would overwrite PL_GLOBAL_SEED and chain the seeds across epochs.
-            epoch_seed = (int(seed) * 1_000_003 + self.current_epoch) % 2**32
-            random.seed(epoch_seed)
-            np.random.seed(epoch_seed)  # noqa: NPY002 (the legacy global RNG is what other code draws from)
-            torch.manual_seed(epoch_seed)  # also what Lightning's worker_init_fn derives worker seeds from
+        if seed is None:
+            return
+        # Not seed_everything: it would overwrite PL_GLOBAL_SEED and chain the seeds.
+        value = (int(seed) * 1_000_003 + stream * 7_919 + position) % 2**32
+        random.seed(value)
+        np.random.seed(value)  # noqa: NPY002 (the legacy global RNG is what other code draws from)
+        torch.manual_seed(value)
+
+    def on_train_epoch_start(self) -> None:
+        self._reseed(1, self.current_epoch)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._reseed(2, self.global_step)
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

@@ -74,6 +74,15 @@ class ClassificationTask(SeqTask):
             {_key(stage): classification_metrics(self.n_classes, f"{stage}/") for stage in STAGES}
         )
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        names = self.preprocessing.get("class_names")
+        if names is not None and len(names) != self.n_classes:
+            raise ValueError(
+                f"the data has {len(names)} classes ({', '.join(map(str, names))}) but the network has "
+                f"n_classes={self.n_classes}; set --model.init_args.network.init_args.n_classes {len(names)}"
+            )
+
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.network(tokens, lengths)  # (B, n_classes)
 

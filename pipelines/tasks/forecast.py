@@ -76,6 +76,14 @@ class ForecastTask(SeqTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        net = network_config(self.network)
+        for key in ("input_len", "horizon"):
+            data_value, net_value = self.preprocessing.get(key), net.get(key)
+            if data_value is not None and net_value is not None and int(data_value) != int(net_value):
+                raise ValueError(
+                    f"{key} differs between the data ({data_value}) and the network ({net_value}); set both "
+                    f"(--data.init_args.{key} and --model.init_args.network.init_args.{key}, or --{key})"
+                )
         scale = self.preprocessing.get("scaler_scale")
         if scale is not None:
             self.scale = torch.tensor(scale, dtype=torch.float32, device=self.device)

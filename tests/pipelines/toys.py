@@ -98,6 +98,23 @@ def planted_motif(n: int, length: int, seed: int, motif: str = "TATAAT") -> tupl
     return torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(labels, dtype=torch.long)
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation drawn from (seed, epoch): Lightning calls set_epoch, so order survives a resume."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 997 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
 class _DictDataset(torch.utils.data.Dataset):
     def __init__(self, **tensors: torch.Tensor) -> None:
         self.tensors = tensors
@@ -121,7 +138,8 @@ class ToyDNADataModule(pl.LightningDataModule):
         tokens, labels = planted_motif(n, self.length, seed)
         lengths = torch.full((n,), self.length, dtype=torch.long)
         ds = _DictDataset(tokens=tokens, lengths=lengths, labels=labels)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle)
+        sampler = EpochShuffle(n, self.seed) if shuffle else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.n_train, self.seed, True)
@@ -151,7 +169,8 @@ class ToySineDataModule(pl.LightningDataModule):
         starts = range(lo, hi - self.input_len - self.horizon + 1)
         x = torch.stack([self.series[s : s + self.input_len] for s in starts])
         y = torch.stack([self.series[s + self.input_len : s + self.input_len + self.horizon] for s in starts])
-        return DataLoader(_DictDataset(x=x, y=y), batch_size=self.batch_size, shuffle=shuffle)
+        sampler = EpochShuffle(len(x), 0) if shuffle else None
+        return DataLoader(_DictDataset(x=x, y=y), batch_size=self.batch_size, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(0, len(self.series) // 2, True)
@@ -161,3 +180,18 @@ class ToySineDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(3 * len(self.series) // 4, len(self.series), False)
+
+
+class KillAt(pl.Callback):
+    """Kills its own process (SIGKILL: no cleanup, like an OOM killer or a lost node) after the
+    training batch that reaches ``step`` optimiser steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
