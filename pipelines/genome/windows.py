@@ -180,6 +180,13 @@ class GenomeWindows(Dataset):
         return tokens, labels
 
 
+def reverse_complement_example(tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same window read from the other strand: tokens (L,) reverse-complemented, labels (L, 2)
+    reversed with the two tracks swapped (codon positions are counted along each strand, so they
+    stay right). For reverse-complement augmentation."""
+    return vocab.complement(tokens).flip(0), labels.flip(0)[:, [1, 0]]
+
+
 def build_datasets(
     split: SplitConfig,
     root: str | os.PathLike,

@@ -4,9 +4,10 @@ their region (and cross the origin of circular genomes), splits cannot leak, and
 import numpy as np
 import pytest
 import torch
+from Bio.Seq import Seq
 
 from pipelines.data.errors import InputError
-from pipelines.genome.annotation import read_genbank
+from pipelines.genome.annotation import CDS, read_genbank
 from pipelines.genome.labels import cds_labels
 from pipelines.genome.windows import (
     GenomeWindows,
@@ -16,6 +17,7 @@ from pipelines.genome.windows import (
     build_datasets,
     label_sequences,
     region_blocks,
+    reverse_complement_example,
 )
 from seqmodels import vocab
 
@@ -145,3 +147,17 @@ def test_genome_data_module_from_plain_settings(tmp_path, write_genbank, random_
     assert [b["lengths"].tolist() for b in dm.test_dataloader()] == [[256, 244]]
     with pytest.raises(InputError, match="no val dataset"):
         dm.val_dataloader()
+
+
+def test_reverse_complement_example_equals_labelling_the_other_strand(write_genbank, random_dna):
+    seq = random_dna(90, seed=4)
+    features = ["CDS 4..15", "CDS complement(31..42)", "CDS join(50..57,61..72)", "CDS complement(70..90)"]
+    (rec,) = read_genbank(write_genbank(seq, features))
+    (ls,) = label_sequences([rec])
+    tokens, labels = reverse_complement_example(
+        torch.from_numpy(ls.tokens.astype(np.int64)), torch.from_numpy(ls.labels.astype(np.int64))
+    )
+    # The same genes annotated on the reverse-complemented sequence.
+    flipped = [CDS(c.seqid, tuple((90 - b, 90 - a, -s) for a, b, s in c.parts)) for c in rec.cds]
+    np.testing.assert_array_equal(labels.numpy(), cds_labels(90, flipped))
+    np.testing.assert_array_equal(tokens.numpy(), vocab.encode(str(Seq(seq).reverse_complement())))
