@@ -61,6 +61,20 @@ def _silu_grad(g, pre, SILU: tl.constexpr):
 
 
 @triton.jit
+def _conv_at(x_row, init_row, t, dmask, seqlen, s_xl, s_il, u0, u1, u2, u3, W: tl.constexpr, HAS_INIT: tl.constexpr):
+    """Convolution (before bias and activation) at positions t, (BLOCK_D, L) in fp32."""
+    x0 = _load_x(x_row, init_row, t, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
+    xm1 = _load_x(x_row, init_row, t - 1, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
+    xm2 = x0  # placeholders for slots this width does not use
+    xm3 = x0
+    if W >= 3:
+        xm2 = _load_x(x_row, init_row, t - 2, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
+    if W >= 4:
+        xm3 = _load_x(x_row, init_row, t - 3, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
+    return _window(u0, u1, u2, u3, xm3, xm2, xm1, x0, W)
+
+
+@triton.jit
 def _conv_fwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, y_ptr, final_ptr,
     dim, seqlen,
@@ -81,15 +95,14 @@ def _conv_fwd_kernel(
     u1 = _tap(w_row, s_wk, 1, W, dmask)
     u2 = _tap(w_row, s_wk, 2, W, dmask)
     u3 = _tap(w_row, s_wk, 3, W, dmask)
-    x0 = _load_x(x_row, init_row, t, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
-    xm1 = _load_x(x_row, init_row, t - 1, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
-    xm2 = x0  # placeholders for slots this width does not use
-    xm3 = x0
-    if W >= 3:
-        xm2 = _load_x(x_row, init_row, t - 2, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
-    if W >= 4:
-        xm3 = _load_x(x_row, init_row, t - 3, dmask, seqlen, s_xl, s_il, W, HAS_INIT)
-    pre = _window(u0, u1, u2, u3, xm3, xm2, xm1, x0, W)  # (BLOCK_D, BLOCK_L)
+    # Only the first tile reaches back into initial_states; the others skip those loads.
+    if HAS_INIT:
+        if pid_l == 0:
+            pre = _conv_at(x_row, init_row, t, dmask, seqlen, s_xl, s_il, u0, u1, u2, u3, W, True)
+        else:
+            pre = _conv_at(x_row, init_row, t, dmask, seqlen, s_xl, s_il, u0, u1, u2, u3, W, False)
+    else:
+        pre = _conv_at(x_row, init_row, t, dmask, seqlen, s_xl, s_il, u0, u1, u2, u3, W, False)
     if HAS_BIAS:
         pre += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
     out = pre
@@ -190,8 +203,19 @@ def _conv_bwd_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
 
-    dx, g0, xm3, xm2, xm1, x0 = _bwd_tile(x_row, init_row, dy_row, dfin_row, t, dmask, seqlen, s_xl, s_il,
-                                          s_gl, s_fl, u0, u1, u2, u3, bias, W, HAS_INIT, SILU, HAS_DFINAL)
+    if HAS_INIT or HAS_DFINAL:
+        # initial_states and dfinal touch only the first tile and the last W - 1 positions; the
+        # tiles in between skip those loads.
+        edge = (pid_l == 0) | ((pid_l + 1) * BLOCK_L + W - 1 > seqlen)
+        if edge:
+            dx, g0, xm3, xm2, xm1, x0 = _bwd_tile(x_row, init_row, dy_row, dfin_row, t, dmask, seqlen, s_xl, s_il,
+                                                  s_gl, s_fl, u0, u1, u2, u3, bias, W, HAS_INIT, SILU, HAS_DFINAL)
+        else:
+            dx, g0, xm3, xm2, xm1, x0 = _bwd_tile(x_row, init_row, dy_row, dfin_row, t, dmask, seqlen, s_xl, s_il,
+                                                  s_gl, s_fl, u0, u1, u2, u3, bias, W, False, SILU, False)
+    else:
+        dx, g0, xm3, xm2, xm1, x0 = _bwd_tile(x_row, init_row, dy_row, dfin_row, t, dmask, seqlen, s_xl, s_il,
+                                              s_gl, s_fl, u0, u1, u2, u3, bias, W, False, SILU, False)
     tl.store(dx_ptr + b * s_dxb + d.to(tl.int64) * s_dxd + t * s_dxl, dx.to(dx_ptr.dtype.element_ty),
              mask=dmask & (t < seqlen))
 
@@ -250,7 +274,7 @@ class _CausalConv1dTriton(torch.autograd.Function):
         final = None
         if return_final_states:
             final = final_states_out if final_states_out is not None else x.new_empty(batch, dim, width - 1)
-        block_d, block_l = _tiles(dim, seqlen, 4096)
+        block_d, block_l = _tiles(dim, seqlen, 2048)
         grid = (batch, triton.cdiv(dim, block_d), max(1, triton.cdiv(seqlen, block_l)))
         if batch > 0 and dim > 0:
             _conv_fwd_kernel[grid](
