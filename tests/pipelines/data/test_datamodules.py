@@ -71,6 +71,8 @@ def test_same_seed_same_batches_other_seed_other_batches(dataset_root):
     assert not all(torch.equal(x["tokens"], y["tokens"]) for x, y in zip(a0, a1))  # a new epoch differs
     c0, _ = run(6)
     assert not all(torch.equal(x["tokens"], y["tokens"]) for x, y in zip(a0, c0))
+    w0, w1 = run(5, workers=2)  # augmentation depends on (seed, epoch, index), not on the worker
+    assert all(torch.equal(x["tokens"], y["tokens"]) for x, y in zip(a0 + a1, w0 + w1))
 
 
 def test_training_crops_and_reverse_complements_evaluation_does_not(dataset_root):
