@@ -12,6 +12,14 @@ import sys
 # name -> ("module", "function", "one-line help"); the function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("pipelines.demo", "main", "check and time the kernels on this machine"),
+    "fit": ("pipelines.lightning_cli", "fit", "train from a YAML config (--ckpt_path last resumes)"),
+    "validate": ("pipelines.lightning_cli", "validate", "evaluate a checkpoint on the validation split"),
+    "test": ("pipelines.lightning_cli", "test", "evaluate a checkpoint on the test split"),
+    "predict": ("pipelines.lightning_cli", "predict", "run a checkpoint over a data module's predict split"),
+    "score": ("pipelines.score_cmd", "main", "score a FASTA or CSV file with a model package"),
+    "export": ("pipelines.export", "main", "write a model package from a run folder or checkpoint"),
+    "models": ("pipelines.models", "main", "list the bundled model packages"),
+    "app": ("pipelines.app_cmd", "main", "start the Streamlit app on 127.0.0.1"),
     "annotate-eval": ("pipelines.genome.annotate_eval", "main", "gene calls (GFF3) against a reference annotation"),
     "bench": ("pipelines.bench", "main", "benchmark the kernels on a CUDA GPU (benchmarks/bench_kernels.py)"),
 }

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from pipelines.data.errors import InputError
-from pipelines.runs import AtomicCheckpointIO, RunMetadata
+from pipelines.runs import AtomicCheckpointIO, RunMetadata, find_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ DEFAULT_RUN_DIR = "runs/seqmamba"
 
 class SeqMambaCLI(LightningCLI):
     """LightningCLI with our run-folder layout, ``--deterministic`` and weights-only loading."""
+
+    def __init__(self, *args: Any, command: list[str] | None = None, **kwargs: Any) -> None:
+        self.command = command  # recorded in run.json; set before LightningCLI runs everything
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -64,6 +68,12 @@ class SeqMambaCLI(LightningCLI):
             cfg.weights_only = True  # our checkpoints are plain data; never unpickle one
         root = Path(cfg.trainer.default_root_dir or DEFAULT_RUN_DIR)
         cfg.trainer.default_root_dir = str(root)
+        if self.subcommand != "fit" and cfg.get("ckpt_path") in ("best", "last"):
+            # Lightning resolves "best" only within the process that trained; read it from the run folder.
+            try:
+                cfg.ckpt_path = str(find_checkpoint(root, cfg.ckpt_path))
+            except FileNotFoundError as err:
+                raise InputError(str(err)) from None
         if self.subcommand == "fit" and not cfg.trainer.fast_dev_run and cfg.get("ckpt_path") is None:
             existing = sorted((root / "checkpoints").glob("*.ckpt")) if (root / "checkpoints").is_dir() else []
             if existing:
@@ -84,7 +94,7 @@ class SeqMambaCLI(LightningCLI):
         callbacks = list(cfg.get("callbacks") or [])
         if cfg.get("enable_checkpointing", True) is not False and not cfg.get("fast_dev_run"):
             callbacks.append(last_checkpoint(root))
-        kwargs["callbacks"] = [*callbacks, RunMetadata()]
+        kwargs["callbacks"] = [*callbacks, RunMetadata(self.command)]
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
@@ -135,6 +145,7 @@ def run(subcommand: str, argv: list[str]) -> int:
             auto_configure_optimizers=False,  # the tasks own their optimiser and schedule
             parser_kwargs={"prog": "seqmamba"},
             args=[subcommand, *argv],
+            command=["seqmamba", subcommand, *argv],
         )
     except InputError as err:
         print(f"seqmamba {subcommand}: {err}", file=sys.stderr)

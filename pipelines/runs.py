@@ -138,3 +138,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def find_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
+    """A run folder's ``best`` checkpoint (the monitored best recorded in ``last.ckpt``, else the
+    newest ``best*.ckpt``, else ``last.ckpt``) or its ``last`` one; ``FileNotFoundError`` if none."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    folder = Path(run_dir) / "checkpoints"
+    last = folder / "last.ckpt"
+    if which == "best":
+        if last.is_file():
+            state = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+            for key, value in state.items():
+                best = value.get("best_model_path") if isinstance(value, dict) else None
+                if "ModelCheckpoint" in key and value.get("monitor") and best and Path(best).is_file():
+                    return Path(best)
+        candidates = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if candidates:
+            return candidates[-1]
+    if last.is_file():
+        return last
+    raise FileNotFoundError(f"no checkpoint in {folder} (train first: seqmamba fit ...)")

@@ -67,6 +67,8 @@ def _tokenized(records: Iterable, on_error: str, skipped: list[Skipped]) -> Iter
     for record in records:
         try:
             tokens = tokenize(record.seq)
+            if len(tokens) == 0:
+                raise InputError("empty sequence")
         except InputError as err:
             if on_error == "fail":
                 raise InputError(err.reason, file=err.file, record=repr(record.id)) from None
