@@ -141,11 +141,15 @@ def test_chunks_carrying_state_equal_one_pass(backend, width):
 
 
 def test_final_states_out_is_filled_and_returned(backend):
-    x, weight, _, _ = (t.detach().float() if t is not None else None for t in make_inputs(2, 3, 6, 4))
+    """The caller's buffer receives the last width - 1 inputs, is returned, and passes gradients."""
+    x = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    weight = torch.randn(3, 4)
     out = torch.full((2, 3, 3), float("nan"))
     _, final = causal_conv1d_fn(x, weight, return_final_states=True, final_states_out=out)
     assert final is out
-    torch.testing.assert_close(out, x[..., -3:])
+    torch.testing.assert_close(out, x.detach()[..., -3:])
+    (dx,) = torch.autograd.grad(final.sum(), x)
+    torch.testing.assert_close(dx, (torch.arange(6) >= 3).float().expand(2, 3, 6))
 
 
 def test_non_contiguous_input(backend):
