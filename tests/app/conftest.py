@@ -96,3 +96,14 @@ def models_env(tiny_models, monkeypatch):
     """Point the app's bundled-model discovery at the tiny packages."""
     monkeypatch.setenv("SEQMAMBA_MODELS", str(tiny_models))
     return tiny_models
+
+
+@pytest.fixture
+def app_url(models_env, tmp_path):
+    """URL of the app started with `seqmamba app` on a free port, serving the tiny packages."""
+    port = free_port()
+    proc = start_app(port, dict(os.environ), tmp_path / "app.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_app(proc)
