@@ -8,7 +8,7 @@ setup:
 	scripts/setup.sh app,test
 
 start: setup
-	.venv/bin/seqmamba demo
+	.venv/bin/seqmamba app
 
 test: setup
 	scripts/run_tests.sh $(PYTEST_ARGS)
