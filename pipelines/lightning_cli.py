@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,10 @@ def _is_oom(err: BaseException) -> bool:
 
 def run(subcommand: str, argv: list[str]) -> int:
     """Run ``subcommand`` with LightningCLI; bad input and out-of-memory end with a short message."""
+    # Resuming reuses the run folder on purpose: the CSV logger appends to metrics.csv and the
+    # checkpoint folder is ours, so these two warnings only mislead.
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     try:
         SeqMambaCLI(
             LightningModule,
