@@ -78,7 +78,7 @@ def scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
 
     out = y if D is None else y + u.to(work) * D.to(work)[:, None]
     if z is not None:
-        out = out * F.silu(z.to(work))
+        out = out * F.silu(z.to(work).contiguous())  # contiguous: the vectorised silu, whatever the strides
     out = out.to(u.dtype)
     return (out, h) if return_last_state else out
 
@@ -96,8 +96,11 @@ def plan(lanes: int, seqlen: int, chunk_len: int | None = None, block_len: int |
 
 
 def _per_group(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """B or C as (dim, dstate) when time-invariant, else (batch, ngroups, dstate, seqlen)."""
-    t = t.to(dtype)
+    """B or C as (dim, dstate) when time-invariant, else (batch, ngroups, dstate, seqlen).
+
+    Contiguous, so that reductions over dstate see the same memory order whatever the caller's strides.
+    """
+    t = t.to(dtype).contiguous()
     return t[:, None] if t.dim() == 3 else t
 
 
