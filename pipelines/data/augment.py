@@ -31,8 +31,10 @@ def center_crop(tokens: np.ndarray, length: int) -> np.ndarray:
     return tokens[start:start + length]
 
 
-def random_crop(tokens: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """``length`` consecutive tokens from a uniformly random start (the sequence itself when shorter)."""
+def random_crop(tokens: np.ndarray, length: int, rng) -> np.ndarray:
+    """``length`` consecutive tokens from a uniformly random start (the sequence itself when shorter).
+
+    ``rng`` is anything with numpy's ``integers(low, high)``."""
     extra = tokens.shape[0] - length
     if extra <= 0:
         return tokens

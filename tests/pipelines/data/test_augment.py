@@ -107,3 +107,15 @@ def test_epoch_sampler_shuffles_per_epoch_and_tells_the_dataset():
     assert sorted(first) == list(range(50)) and first == list(EpochSampler(data, seed=3))
     sampler.set_epoch(4)
     assert data.epoch == 4 and list(sampler) != first
+
+
+def test_item_random_is_uniform_and_depends_only_on_its_key():
+    from pipelines.data.datasets import ItemRandom
+
+    u = np.array([ItemRandom(0, 0, i).random() for i in range(20000)])
+    assert abs(u.mean() - 0.5) < 0.01 and abs(u.std() - 12 ** -0.5) < 0.01 and 0 <= u.min() and u.max() < 1
+    k = np.array([ItemRandom(1, 2, i).integers(3, 13) for i in range(20000)])
+    counts = np.bincount(k - 3, minlength=10)
+    assert k.min() == 3 and k.max() == 12 and np.all(np.abs(counts - 2000) < 250)  # ~5.6 sigma
+    assert ItemRandom(4, 5, 6).random() == ItemRandom(4, 5, 6).random()
+    assert len({ItemRandom(4, e, 6).random() for e in range(50)}) == 50  # the epoch changes the draw
