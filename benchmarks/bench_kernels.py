@@ -163,8 +163,8 @@ def scan_rows(lines, seqlens, bw, args) -> None:
               "| L | path | fwd ms | fwd+bwd ms | bytes floor fwd / fwd+bwd µs | fwd % of bytes floor "
               "| fwd+bwd % of bytes floor | exp2 floor fwd µs |",
               "|---|---|---|---|---|---|---|---|"]
-    paths = [("triton", selective_scan_triton), ("torch (chunked)", selective_scan_chunked),
-             ("reference", selective_scan_ref)]
+    paths = [(name, fn) for name, fn in (("triton", selective_scan_triton), ("torch (chunked)", selective_scan_chunked),
+                                          ("reference", selective_scan_ref)) if name.split()[0] in args.paths]
     too_slow: set[str] = set()
     for L in seqlens:
         elems = b * d * L
@@ -216,20 +216,21 @@ def config_sweep(lines, args) -> None:
 
     b, d, n, L = args.batch, args.dim, args.dstate, 4096
     lines += ["## Triton scan launch configurations (L = 4096)", "",
-              "| block_d | chunk | num_warps | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|"]
+              "| block_d | chunk | num_warps | B/C fp32 | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|---|"]
     sets = [scan_inputs(b, d, L, n, seed=s, grad=True) for s in range(2)]
     douts = [torch.randn(b, d, L, device="cuda", dtype=torch.bfloat16) for _ in sets]
     for spec in args.configs.split(","):
-        block_d, chunk, warps = (int(x) for x in spec.split(":"))
-        triton_scan.CONFIG_OVERRIDE = triton_scan.ScanConfig(block_d, chunk, warps)
+        block_d, chunk, warps, *bc32 = (int(x) for x in spec.split(":"))
+        triton_scan.CONFIG_OVERRIDE = triton_scan.ScanConfig(block_d, chunk, warps, bool(bc32 and bc32[0]))
         try:
             with torch.no_grad():
                 f_ms = bench_ms([lambda t=t: call_scan(triton_scan.selective_scan_triton, t) for t in sets], args.rep)
             fb_ms = bench_ms([lambda t=t, g=g: scan_fwd_bwd(triton_scan.selective_scan_triton, t, g)
                               for t, g in zip(sets, douts)], args.rep)
-            lines.append(f"| {block_d} | {chunk} | {warps} | {f_ms:.3f} | {fb_ms:.3f} |")
+            lines.append(f"| {block_d} | {chunk} | {warps} | {bool(bc32 and bc32[0])} | {f_ms:.3f} | {fb_ms:.3f} |")
         except Exception as exc:  # a configuration that does not compile is a result, not a crash
-            lines.append(f"| {block_d} | {chunk} | {warps} | failed: {type(exc).__name__}: {str(exc)[:80]} | |")
+            lines.append(f"| {block_d} | {chunk} | {warps} | {bool(bc32 and bc32[0])} | failed: {type(exc).__name__}: "
+                         f"{str(exc)[:80]} | |")
         finally:
             triton_scan.CONFIG_OVERRIDE = None
         print(lines[-1], flush=True)
@@ -320,10 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=1536)
     parser.add_argument("--dstate", type=int, default=16)
     parser.add_argument("--rep", type=int, default=200, help="do_bench measuring time per row, ms")
-    parser.add_argument("--configs", default="4:8:1,8:8:1,4:16:1,8:4:1",
-                        help="Triton scan launch configurations to sweep at L=4096, block_d:chunk:num_warps")
+    parser.add_argument("--configs", default="32:8:1,32:8:1:1,64:8:2,16:16:1",
+                        help="Triton scan launch configurations to sweep at L=4096, block_d:chunk:num_warps[:bc_fp32]")
     parser.add_argument("--ref-max-seqlen", type=int, default=4096, help="longest L for the sequential reference")
     parser.add_argument("--skip-check", action="store_true", help="skip the correctness pre-check")
+    parser.add_argument("--paths", default="triton,torch,reference", help="scan implementations to time")
+    parser.add_argument("--scan-only", action="store_true", help="skip the conv1d and decoding sections")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU (the Triton kernels are timed natively)")
@@ -346,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     scan_rows(lines, seqlens, bw, args)
     if args.configs:
         config_sweep(lines, args)
-    conv_rows(lines, seqlens, args)
-    decode_rows(lines, args)
+    if not args.scan_only:
+        conv_rows(lines, seqlens, args)
+        decode_rows(lines, args)
     lines.append(f"Total benchmark wall time: {time.perf_counter() - t0:.0f} s.")
     report = "\n".join(lines) + "\n"
     print(report)

@@ -1,9 +1,12 @@
 """Triton helpers shared by the selective-scan forward and backward kernels.
 
-Tiles are laid out (T, N, BLOCK_D): time steps of one chunk, state (padded to a power of two),
-channels. Channels last puts them on the lanes of Triton's default layout, so the scan over time runs
-inside each thread and the sum over the state crosses few lanes. Every quantity is fp32 in registers
-whatever the input dtype.
+Tiles are 2-D, (BLOCK_D, T): channels by the time steps of one chunk. Every input is contiguous
+along time, so Triton's load layout gives each thread a run of consecutive steps of one channel
+(a 16-byte vector: 8 bf16 steps) and spreads channels over lanes and warps. The recurrence over
+those steps is then sequential inside the thread (``tl.associative_scan`` over an axis held in
+registers is a plain fold, no shuffles), and the state index is a compile-time loop
+(``tl.static_range``) whose per-state values (state, A, gradients) are tuples of (BLOCK_D,)
+vectors carried in registers. Every quantity is fp32 in registers whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -14,9 +17,23 @@ import triton.language as tl
 LOG2E = tl.constexpr(1.4426950408889634)  # a constexpr, so kernels may read it
 
 # How B and C arrive; chosen by the launcher.
-BC_INVARIANT = 0  # (dim, dstate): one (BLOCK_D, N) tile for the whole sequence
-BC_GROUP_TILE = 1  # (batch, ngroups, dstate, seqlen), every channel of the block in one group: (N, T)
-BC_PER_CHANNEL = 2  # (batch, ngroups, dstate, seqlen), block spans groups: (BLOCK_D, N, T)
+BC_INVARIANT = 0  # (dim, dstate): a (BLOCK_D, 1) column per state
+BC_GROUP_TILE = 1  # (batch, ngroups, dstate, seqlen), every channel of the block in one group: (1, T)
+BC_PER_CHANNEL = 2  # (batch, ngroups, dstate, seqlen), block spans groups: (BLOCK_D, T)
+
+
+@triton.jit
+def exp2(x, FAST: tl.constexpr):
+    """2**x. FAST (NVIDIA only): ``ex2.approx.ftz.f32``, one MUFU instruction; ``tl.exp2`` lowers
+    to the non-ftz form, which ptxas wraps in three more instructions (a range test and two
+    predicated multiplies) to handle subnormal results. Flushing those to 0 is harmless here: a
+    decay below 2^-126 forgets the state either way."""
+    if FAST:
+        y = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                      is_pure=True, pack=1)
+    else:
+        y = tl.exp2(x)
+    return y
 
 
 @triton.jit
@@ -26,12 +43,32 @@ def affine_combine(a_early, b_early, a_late, b_late):
 
 
 @triton.jit
+def adjoint_combine(f_late, x_late, r_late, f_early, x_early, r_early):
+    """Merge two adjacent segments of the reverse scan r_t = c_t + a_{t+1} r_{t+1} (Triton hands
+    the later segment first).
+
+    A segment [i..j] is summarised by F = a_i, X = a_{i+1} ... a_j and
+    R = sum_{s=i..j} (a_{i+1} ... a_s) c_s. Fed with X = 1 per step, a fold inside one thread
+    reduces to R_t = c_t + a_{t+1} R_{t+1} (the X products are dead code); across lanes the
+    summaries keep it associative.
+    """
+    m = x_early * f_late
+    return f_early, m * x_late, r_early + m * r_late
+
+
+@triton.jit
 def load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """Δ tile (T, BLOCK_D) in fp32 after bias and softplus; 0 outside ``mask`` so padded steps are
+    """Δ tile (BLOCK_D, T) in fp32 after bias and softplus; 0 outside ``mask`` so padded steps are
     identities (exp(0·A) = 1, Δ·B·u = 0). Also returns the pre-softplus value for the backward."""
     raw = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
+    return delta_activation(raw, mask, bias, HAS_BIAS, SOFTPLUS)
+
+
+@triton.jit
+def delta_activation(raw, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Bias and softplus on a loaded Δ tile; see ``load_dt``."""
     if HAS_BIAS:
-        raw = raw + bias[None, :]
+        raw = raw + bias[:, None]
     dt = raw
     if SOFTPLUS:
         # log(1 + e^x) for x <= 20, x above (as mamba_ssm); the clamp keeps exp finite.
@@ -40,32 +77,55 @@ def load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constex
 
 
 @triton.jit
-def bc_offsets(pid_b, offs_d, offs_n, offs_t, dim_per_group, s_b, s_g, s_n, s_t,
-               BLOCK_D: tl.constexpr, MODE: tl.constexpr):
-    """Element offsets of the B or C tile. MODE BC_INVARIANT: (1, N, BLOCK_D) with s_g the channel
-    stride; BC_GROUP_TILE: (T, N, 1) for the group of the block's first channel; BC_PER_CHANNEL:
-    (T, N, BLOCK_D), each channel reading its own group."""
+def bc_base(pid_b, offs_d, dim_per_group, s_b, s_g, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
+    """Element offset of a block's B or C data before the state and time terms: (BLOCK_D,) per
+    channel (BC_INVARIANT: channel rows; BC_PER_CHANNEL: each channel's group) or a scalar
+    (BC_GROUP_TILE: the group of the block's first channel)."""
     if MODE == 0:
-        offs = (offs_n[:, None] * s_n + offs_d[None, :] * s_g)[None, :, :]
+        base = offs_d.to(tl.int64) * s_g
     elif MODE == 1:
         g = (tl.program_id(0) * BLOCK_D) // dim_per_group
         base = pid_b.to(tl.int64) * s_b + g * s_g
-        offs = (base + offs_t[:, None].to(tl.int64) * s_t + offs_n[None, :] * s_n)[:, :, None]
     else:
         g = offs_d // dim_per_group
         base = pid_b.to(tl.int64) * s_b + g.to(tl.int64) * s_g
-        offs = (base[None, None, :] + offs_t[:, None, None].to(tl.int64) * s_t
-                + offs_n[None, :, None] * s_n)
+    return base
+
+
+@triton.jit
+def bc_offsets(base, n, offs_t, s_n, s_t, MODE: tl.constexpr):
+    """Offsets of state ``n``'s B or C values for one chunk, broadcastable to (BLOCK_D, T):
+    (BLOCK_D, 1) for BC_INVARIANT, (1, T) for BC_GROUP_TILE, (BLOCK_D, T) for BC_PER_CHANNEL."""
+    if MODE == 0:
+        offs = (base + n * s_n)[:, None]
+    elif MODE == 1:
+        offs = (base + n * s_n + offs_t.to(tl.int64) * s_t)[None, :]
+    else:
+        offs = (base + n * s_n)[:, None] + offs_t.to(tl.int64)[None, :] * s_t
     return offs
 
 
 @triton.jit
-def bc_mask(d_mask, n_mask, t_mask, MODE: tl.constexpr):
-    """Mask matching ``bc_offsets``'s tile shape."""
+def bc_mask(d_mask, t_mask, MODE: tl.constexpr):
+    """Mask matching ``bc_offsets``'s shape."""
     if MODE == 0:
-        m = (n_mask[:, None] & d_mask[None, :])[None, :, :]
+        m = d_mask[:, None]
     elif MODE == 1:
-        m = (t_mask[:, None] & n_mask[None, :])[:, :, None]
+        m = t_mask[None, :]
     else:
-        m = t_mask[:, None, None] & n_mask[None, :, None] & d_mask[None, None, :]
+        m = d_mask[:, None] & t_mask[None, :]
     return m
+
+
+@triton.jit
+def load_bc(ptr, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE: tl.constexpr):
+    """State ``n``'s B or C for one chunk in fp32, broadcastable to (BLOCK_D, T); 0 when masked."""
+    return tl.load(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), mask=bc_mask(d_mask, t_mask, MODE),
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def column(tile, is_col):
+    """The column of a (BLOCK_D, T) tile selected by the constant mask ``is_col`` (1, T), as
+    (BLOCK_D,). Time lies inside each thread, so this folds to a register move."""
+    return tl.sum(tl.where(is_col, tile, 0.0), axis=1)

@@ -22,25 +22,28 @@ from .triton_fwd import scan_fwd_kernel
 
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
-    """Launch parameters: channels per program, time steps per chunk, warps per program."""
+    """Launch parameters: channels per program, time steps per chunk, warps per program, and
+    whether B and C are converted to fp32 once before the kernels (else each thread converts)."""
 
     block_d: int
     chunk: int
     num_warps: int = 4
+    bc_fp32: bool = False
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def default_config(dim: int, seqlen: int, dstate: int) -> ScanConfig:
+def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2) -> ScanConfig:
     """Launch parameters for a problem size; small under the interpreter, where time is per element.
 
-    On the GPU: one-warp programs of 4 channels x 8 steps keep the backward free of register
-    spills for dstate 16 (checked in the SASS; see benchmarks/NOTES.md)."""
+    On the GPU a chunk is one 16-byte load per thread (8 steps of bf16/fp16, 4 of fp32), so each
+    thread owns one channel's chunk and the scan never leaves its registers; one-warp programs of
+    32 channels (see benchmarks/NOTES.md for the measurements behind the choice)."""
     if _interpreting():
         return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=16, num_warps=1)
-    return ScanConfig(block_d=4, chunk=8, num_warps=1)
+    return ScanConfig(block_d=32, chunk=max(16 // itemsize, 4), num_warps=1)
 
 
 # Tests and the benchmark override the choice through this hook (None: default_config).
@@ -58,8 +61,10 @@ def _bc_layout(t: torch.Tensor, dim: int, block_d: int):
 
 
 def _flags(D, z, delta_bias, delta_softplus):
+    # The one-instruction exp2 is PTX: NVIDIA GPUs only (not the interpreter, not ROCm).
+    fast_exp2 = not _interpreting() and torch.version.hip is None
     return dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                SOFTPLUS=bool(delta_softplus))
+                SOFTPLUS=bool(delta_softplus), FAST_EXP2=fast_exp2)
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_ckpt, cfg):
@@ -68,7 +73,8 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     nchunks = triton.cdiv(seqlen, cfg.chunk)
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32)
-    ckpt = (torch.empty(batch, dim, nchunks, dstate, device=u.device, dtype=torch.float32)
+    # (batch, nchunks, dstate, dim): channels contiguous, so each state's store is coalesced
+    ckpt = (torch.empty(batch, nchunks, dstate, dim, device=u.device, dtype=torch.float32)
             if save_ckpt else last)  # placeholder pointer when not stored
     b_mode, b_dpg, b_str = _bc_layout(B, dim, cfg.block_d)
     c_mode, c_dpg, c_str = _bc_layout(C, dim, cfg.block_d)
@@ -76,9 +82,9 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     scan_fwd_kernel[grid](
         u, delta, A, B, C, D, z, delta_bias, initial_state,
         out, last, ckpt,
-        dim, seqlen, dstate, nchunks,
+        dim, seqlen, nchunks,
         b_dpg, *b_str, c_dpg, *c_str,
-        BLOCK_D=cfg.block_d, N=triton.next_power_of_2(dstate), T=cfg.chunk,
+        BLOCK_D=cfg.block_d, N=dstate, T=cfg.chunk,
         B_MODE=b_mode, C_MODE=c_mode, HAS_H0=initial_state is not None, SAVE_CKPT=save_ckpt,
         num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
     )
@@ -88,7 +94,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
 def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_softplus, cfg):
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
-    nchunks = ckpt.shape[2]
+    nchunks = ckpt.shape[1]
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
@@ -106,9 +112,9 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_soft
     scan_bwd_kernel[grid](
         u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0,
-        dim, seqlen, dstate, nchunks,
+        dim, seqlen, nchunks,
         b_dpg, *b_str, c_dpg, *c_str,
-        BLOCK_D=cfg.block_d, N=triton.next_power_of_2(dstate), T=cfg.chunk,
+        BLOCK_D=cfg.block_d, N=dstate, T=cfg.chunk,
         B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
         num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
     )
@@ -128,14 +134,20 @@ class SelectiveScanTriton(torch.autograd.Function):
         # share B/C's strides: make everything contiguous (a no-op for the usual layouts).
         u, delta, z, A, B, C, D, delta_bias, initial_state = (
             t.contiguous() if t is not None else None for t in (u, delta, z, A, B, C, D, delta_bias, initial_state))
-        cfg = CONFIG_OVERRIDE or default_config(u.shape[1], u.shape[2], A.shape[1])
+        cfg = CONFIG_OVERRIDE or default_config(u.shape[1], u.shape[2], A.shape[1], u.element_size())
+        # B and C are read by every channel of their group: converting them once (small tensors,
+        # (batch, ngroups, dstate, seqlen)) saves each thread a conversion per element, but fp32
+        # rows double the registers the compiler hoists for them (a configuration choice).
+        bc_dtypes = (B.dtype, C.dtype)
+        if cfg.bc_fp32:
+            B, C = B.to(torch.float32), C.to(torch.float32)
         save = any(ctx.needs_input_grad)
         with _on_device(u):
             out, last, ckpt = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
                                        save, cfg)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
-            ctx.delta_softplus, ctx.cfg = delta_softplus, cfg
+            ctx.delta_softplus, ctx.cfg, ctx.bc_dtypes = delta_softplus, cfg, bc_dtypes
             ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
         ctx.set_materialize_grads(False)
         return out, last
@@ -150,7 +162,8 @@ class SelectiveScanTriton(torch.autograd.Function):
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
         cast = lambda g, like: None if g is None or like is None else g.to(like.dtype)  # noqa: E731
         dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None
-        return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
+        dB, dC = dB.to(ctx.bc_dtypes[0]), dC.to(ctx.bc_dtypes[1])
+        return (du, ddelta, cast(dA, A), dB, dC, cast(dD, D), dz, cast(dbias, delta_bias),
                 dh0, None)
 
 
