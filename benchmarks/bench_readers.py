@@ -1,8 +1,7 @@
 """Reader throughput on CPU: tokenised bases/s from gzipped FASTA, windows/s from a CSV.
 
 The readers must not limit GPU training: compare these with the training step's tokens/s.
-Medians over ``--repeats`` runs; single process, no DataLoader workers (each worker adds about
-as much again).
+Medians over ``--repeats`` runs; single process, no DataLoader workers.
 
     .venv/bin/python benchmarks/bench_readers.py [--root ../shared/data] [--repeats 5]
 """
