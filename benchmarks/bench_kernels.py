@@ -216,20 +216,22 @@ def config_sweep(lines, args) -> None:
 
     b, d, n, L = args.batch, args.dim, args.dstate, 4096
     lines += ["## Triton scan launch configurations (L = 4096)", "",
-              "| block_d | chunk | num_warps | B/C fp32 | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|---|"]
+              "| block_d | chunk | num_warps | B/C fp32 | bwd block_d | fwd ms | fwd+bwd ms |",
+              "|---|---|---|---|---|---|---|"]
     sets = [scan_inputs(b, d, L, n, seed=s, grad=True) for s in range(2)]
     douts = [torch.randn(b, d, L, device="cuda", dtype=torch.bfloat16) for _ in sets]
     for spec in args.configs.split(","):
-        block_d, chunk, warps, *bc32 = (int(x) for x in spec.split(":"))
-        triton_scan.CONFIG_OVERRIDE = triton_scan.ScanConfig(block_d, chunk, warps, bool(bc32 and bc32[0]))
+        block_d, chunk, warps, *rest = (int(x) for x in spec.split(":"))
+        bc32, bwd_block_d = bool(rest and rest[0]), (rest[1] if len(rest) > 1 else 4)
+        triton_scan.CONFIG_OVERRIDE = triton_scan.ScanConfig(block_d, chunk, warps, bc32, bwd_block_d)
         try:
             with torch.no_grad():
                 f_ms = bench_ms([lambda t=t: call_scan(triton_scan.selective_scan_triton, t) for t in sets], args.rep)
             fb_ms = bench_ms([lambda t=t, g=g: scan_fwd_bwd(triton_scan.selective_scan_triton, t, g)
                               for t, g in zip(sets, douts)], args.rep)
-            lines.append(f"| {block_d} | {chunk} | {warps} | {bool(bc32 and bc32[0])} | {f_ms:.3f} | {fb_ms:.3f} |")
+            lines.append(f"| {block_d} | {chunk} | {warps} | {bc32} | {bwd_block_d} | {f_ms:.3f} | {fb_ms:.3f} |")
         except Exception as exc:  # a configuration that does not compile is a result, not a crash
-            lines.append(f"| {block_d} | {chunk} | {warps} | {bool(bc32 and bc32[0])} | failed: {type(exc).__name__}: "
+            lines.append(f"| {block_d} | {chunk} | {warps} | {bc32} | {bwd_block_d} | failed: {type(exc).__name__}: "
                          f"{str(exc)[:80]} | |")
         finally:
             triton_scan.CONFIG_OVERRIDE = None
@@ -321,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=1536)
     parser.add_argument("--dstate", type=int, default=16)
     parser.add_argument("--rep", type=int, default=200, help="do_bench measuring time per row, ms")
-    parser.add_argument("--configs", default="32:8:1,32:8:1:1,64:8:2,16:16:1",
-                        help="Triton scan launch configurations to sweep at L=4096, block_d:chunk:num_warps[:bc_fp32]")
+    parser.add_argument("--configs", default="16:16:1,32:16:2,32:8:1,16:16:1:0:2,32:8:1:0:2",
+                        help="Triton scan launch configurations to sweep at L=4096, "
+                             "block_d:chunk:num_warps[:bc_fp32[:bwd_block_d]]")
     parser.add_argument("--ref-max-seqlen", type=int, default=4096, help="longest L for the sequential reference")
     parser.add_argument("--skip-check", action="store_true", help="skip the correctness pre-check")
     parser.add_argument("--paths", default="triton,torch,reference", help="scan implementations to time")

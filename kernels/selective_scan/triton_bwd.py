@@ -1,19 +1,18 @@
 """Triton backward kernel of the selective scan.
 
-One program owns BLOCK_D channels of one batch row (tiles as in ``triton_common``) and walks the
-chunks from last to first. For each chunk and each state n (a compile-time loop) it recomputes the
-chunk's states from the stored chunk-start state (a sequential fold inside the thread), then runs
-the adjoint r_t = C_t dy_t + a_{t+1} r_{t+1} as a reverse fold with the adjoint from beyond the
-chunk folded into the last step, carrying a_0 r_0 (the gradient of the state before the chunk)
-to the previous chunk. All gradients follow from r_t, h_t and b_t at the same step:
+One program owns BLOCK_D channels of one batch row and walks the chunks from last to first. For a
+chunk it reloads the inputs, recomputes the states from the stored chunk-start state (forward scan),
+then runs the adjoint recurrence r_t = C_t dy_t + a_{t+1} r_{t+1} as a reverse scan, carrying
+a_t r_t (the gradient of the state before the chunk) to the previous chunk. All gradients follow
+from r_t, h_t and b_t at the same step:
 
     d b_t = r_t,   a_t h_{t-1} = h_t - b_t,
     dΔ_t = Σ_n r_t (A (h_t - b_t) + B_t u_t),   dA = Σ_t r_t (h_t - b_t) Δ_t,
     du_t = Δ_t Σ_n r_t B_t + D dy_t,   dB_t = Σ_d r_t Δ_t u_t,   dC_t = Σ_d dy_t h_t.
 
-dB and dC of the time-varying forms are summed over the program's channels, then added into fp32
-buffers with relaxed atomics; every per-channel parameter gradient (and the time-invariant dB, dC)
-is written per batch row and summed by the launcher, so those are deterministic.
+dB and dC of the time-varying forms are fp32 sums over channel blocks (relaxed atomics); every
+per-channel parameter gradient is written per batch row and summed by the launcher, so those are
+deterministic.
 """
 
 from __future__ import annotations
@@ -21,33 +20,70 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_common import (
-    LOG2E,
-    adjoint_combine,
-    affine_combine,
-    bc_base,
-    bc_mask,
-    bc_offsets,
-    column,
-    delta_activation,
-    exp2,
-    load_bc,
-)
+from .triton_common import LOG2E, adjoint_combine, affine_combine, exp2
 
 
 @triton.jit
-def _add_bc_grad(val, acc, ptr, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE: tl.constexpr):
-    """Add state n's (BLOCK_D, T) gradient tile of B or C where it belongs: summed over time into
-    the per-channel accumulator ``acc`` (time-invariant form, returned updated) or over the
-    program's channels into the fp32 buffer (relaxed atomics)."""
+def _load_dt_tnd(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Δ tile (T, BLOCK_D) in fp32 after bias and softplus; 0 outside ``mask`` so padded steps are
+    identities (exp(0·A) = 1, Δ·B·u = 0). Also returns the pre-softplus value for the backward."""
+    raw = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw = raw + bias[None, :]
+    dt = raw
+    if SOFTPLUS:
+        # log(1 + e^x) for x <= 20, x above (as mamba_ssm); the clamp keeps exp finite.
+        dt = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(tl.minimum(raw, 20.0))))
+    return tl.where(mask, dt, 0.0), raw
+
+
+@triton.jit
+def _bc_offsets_tnd(pid_b, offs_d, offs_n, offs_t, dim_per_group, s_b, s_g, s_n, s_t,
+               BLOCK_D: tl.constexpr, MODE: tl.constexpr):
+    """Element offsets of the B or C tile. MODE BC_INVARIANT: (1, N, BLOCK_D) with s_g the channel
+    stride; BC_GROUP_TILE: (T, N, 1) for the group of the block's first channel; BC_PER_CHANNEL:
+    (T, N, BLOCK_D), each channel reading its own group."""
     if MODE == 0:
-        acc += tl.sum(val, axis=1)
+        offs = (offs_n[:, None] * s_n + offs_d[None, :] * s_g)[None, :, :]
     elif MODE == 1:
-        offs = bc_offsets(base, n, offs_t, s_n, s_t, MODE)
-        tl.atomic_add(ptr + offs, tl.sum(val, axis=0)[None, :], mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
+        g = (tl.program_id(0) * BLOCK_D) // dim_per_group
+        base = pid_b.to(tl.int64) * s_b + g * s_g
+        offs = (base + offs_t[:, None].to(tl.int64) * s_t + offs_n[None, :] * s_n)[:, :, None]
     else:
-        offs = bc_offsets(base, n, offs_t, s_n, s_t, MODE)
-        tl.atomic_add(ptr + offs, val, mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
+        g = offs_d // dim_per_group
+        base = pid_b.to(tl.int64) * s_b + g.to(tl.int64) * s_g
+        offs = (base[None, None, :] + offs_t[:, None, None].to(tl.int64) * s_t
+                + offs_n[None, :, None] * s_n)
+    return offs
+
+
+@triton.jit
+def _bc_mask_tnd(d_mask, n_mask, t_mask, MODE: tl.constexpr):
+    """Mask matching ``bc_offsets``'s tile shape."""
+    if MODE == 0:
+        m = (n_mask[:, None] & d_mask[None, :])[None, :, :]
+    elif MODE == 1:
+        m = (t_mask[:, None] & n_mask[None, :])[:, :, None]
+    else:
+        m = t_mask[:, None, None] & n_mask[None, :, None] & d_mask[None, None, :]
+    return m
+
+
+@triton.jit
+def _reduce_bc_grad(val, acc, ptr, pid_b, offs_d, offs_n, offs_t, d_mask, n_mask, t_mask,
+                    dpg, s_b, s_g, s_n, s_t, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
+    """Add a (T, N, BLOCK_D) gradient tile of B or C where it belongs: summed over time into the
+    per-program accumulator (time-invariant form) or over channels into the fp32 buffer."""
+    if MODE == 0:
+        acc += tl.sum(val, axis=0)
+    elif MODE == 1:
+        offs = _bc_offsets_tnd(pid_b, offs_d, offs_n, offs_t, dpg, s_b, s_g, s_n, s_t, BLOCK_D, MODE)
+        m = _bc_mask_tnd(d_mask, n_mask, t_mask, MODE)
+        tl.atomic_add(ptr + offs, tl.sum(val, axis=2)[:, :, None], mask=m, sem="relaxed")
+    else:
+        offs = _bc_offsets_tnd(pid_b, offs_d, offs_n, offs_t, dpg, s_b, s_g, s_n, s_t, BLOCK_D, MODE)
+        m = _bc_mask_tnd(d_mask, n_mask, t_mask, MODE)
+        tl.atomic_add(ptr + offs, val, mask=m, sem="relaxed")
     return acc
 
 
@@ -55,7 +91,7 @@ def _add_bc_grad(val, acc, ptr, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE:
 def scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    dim, seqlen, nchunks,
+    dim, seqlen, dstate, nchunks,
     B_dpg, B_sb, B_sg, B_sn, B_st,
     C_dpg, C_sb, C_sg, C_sn, C_st,
     BLOCK_D: tl.constexpr, N: tl.constexpr, T: tl.constexpr,
@@ -69,122 +105,100 @@ def scan_bwd_kernel(
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, N)
     d_mask = offs_d < dim
-    state_row = (pid_b.to(tl.int64) * dim + offs_d) * N  # (BLOCK_D,) into (batch, dim, dstate)
-    b_base = bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
-    c_base = bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
+    n_mask = offs_n < dstate
+    nd_mask = n_mask[:, None] & d_mask[None, :]
+    state_offs = (pid_b.to(tl.int64) * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (N, BLOCK_D)
 
-    # Per state, (BLOCK_D,) each: A, the adjoint carried from the chunk after the current one
-    # (the gradient of the state at the end of the chunk), and the dA, dB, dC accumulators.
-    A_cols = ()
-    carry = ()
-    dA_acc = ()
-    dB_acc = ()
-    dC_acc = ()
-    for n in tl.static_range(N):
-        A_cols = A_cols + (tl.load(A_ptr + offs_d * N + n, mask=d_mask, other=0.0).to(tl.float32),)
-        if HAS_DLAST:
-            carry = carry + (tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0).to(tl.float32),)
-        else:
-            carry = carry + (tl.zeros([BLOCK_D], dtype=tl.float32),)
-        dA_acc = dA_acc + (tl.zeros([BLOCK_D], dtype=tl.float32),)
-        dB_acc = dB_acc + (tl.zeros([BLOCK_D], dtype=tl.float32),)
-        dC_acc = dC_acc + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+    A = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=nd_mask, other=0.0).to(tl.float32)
+    A2 = A * LOG2E
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    # carry: gradient w.r.t. the state at the end of the current chunk from everything after it
+    if HAS_DLAST:
+        carry = tl.load(dlast_ptr + state_offs, mask=nd_mask, other=0.0).to(tl.float32)
+    else:
+        carry = tl.zeros([N, BLOCK_D], dtype=tl.float32)
+    row = (pid_b.to(tl.int64) * dim + offs_d) * seqlen
+    first_step = (tl.arange(0, T) == 0)[:, None, None]
+    ones = tl.full([T, N, BLOCK_D], 1.0, dtype=tl.float32)
+    dA_acc = tl.zeros([N, BLOCK_D], dtype=tl.float32)
+    dB_acc = tl.zeros([N, BLOCK_D], dtype=tl.float32)
+    dC_acc = tl.zeros([N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
-    row = (pid_b.to(tl.int64) * dim + offs_d) * seqlen
-    steps = tl.arange(0, T)
-    first = (steps == 0)[None, :]
-    last = (steps == T - 1)[None, :]
-    ones = tl.full([BLOCK_D, T], 1.0, dtype=tl.float32)
-
     for i in range(nchunks):
         c = nchunks - 1 - i
-        offs_t = c * T + steps
+        ck = ((pid_b.to(tl.int64) * nchunks + c) * dstate + offs_n[:, None]) * dim + offs_d[None, :]
+        h0 = tl.load(ckpt_ptr + ck, mask=nd_mask, other=0.0)
+        offs_t = c * T + tl.arange(0, T)
         t_mask = offs_t < seqlen
-        m2 = d_mask[:, None] & t_mask[None, :]
-        ptrs = row[:, None] + offs_t[None, :]  # (BLOCK_D, T)
+        m2 = t_mask[:, None] & d_mask[None, :]
+        ptrs = offs_t[:, None] + row[None, :]  # (T, BLOCK_D)
         u = tl.load(u_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
-        raw = tl.load(delta_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+        dt, raw = _load_dt_tnd(delta_ptr + ptrs, m2, bias, HAS_BIAS, SOFTPLUS)
+        Bv = tl.load(B_ptr + _bc_offsets_tnd(pid_b, offs_d, offs_n, offs_t, B_dpg, B_sb, B_sg, B_sn, B_st, BLOCK_D, B_MODE),
+                     mask=_bc_mask_tnd(d_mask, n_mask, t_mask, B_MODE), other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + _bc_offsets_tnd(pid_b, offs_d, offs_n, offs_t, C_dpg, C_sb, C_sg, C_sn, C_st, BLOCK_D, C_MODE),
+                     mask=_bc_mask_tnd(d_mask, n_mask, t_mask, C_MODE), other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
-        dt, raw = delta_activation(raw, m2, bias, HAS_BIAS, SOFTPLUS)
-        dt2 = dt * LOG2E
-        dtu = dt * u
 
-        # Output gate: out = (y + D u) * silu(z), so dy = dout silu(z) needs no y; dz does.
+        # Recompute the chunk's states.
+        a = exp2(dt[:, None, :] * A2[None, :, :], FAST_EXP2)  # (T, N, BLOCK_D)
+        b = (dt * u)[:, None, :] * Bv  # (T, N, BLOCK_D)
+        pa, pb = tl.associative_scan((a, b), axis=0, combine_fn=affine_combine)
+        hs = pa * h0[None, :, :] + pb
+
+        # Output gate: out = (y + D u) * silu(z).
         dy = dout
         if HAS_Z:
+            y = tl.sum(hs * Cv, axis=1)  # (T, BLOCK_D)
+            if HAS_D:
+                y += u * Dv[None, :]
             zv = tl.load(z_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zv)
             dy = dout * zv * sz
-        y = tl.zeros([BLOCK_D, T], dtype=tl.float32)
-        ddt = tl.zeros([BLOCK_D, T], dtype=tl.float32)
-        rB = tl.zeros([BLOCK_D, T], dtype=tl.float32)
-        carry_prev = ()
-        dA_new = ()
-        dB_new = ()
-        dC_new = ()
-        for n in tl.static_range(N):
-            h0 = tl.load(ckpt_ptr + ((pid_b.to(tl.int64) * nchunks + c) * N + n) * dim + offs_d, mask=d_mask, other=0.0)
-            Bn = load_bc(B_ptr, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
-            Cn = load_bc(C_ptr, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
-            # Recompute the chunk's states.
-            a = exp2(dt2 * A_cols[n][:, None], FAST_EXP2)  # (BLOCK_D, T)
-            b = dtu * Bn
-            _, hs = tl.associative_scan((a, tl.where(first, b + a * h0[:, None], b)), axis=1,
-                                        combine_fn=affine_combine)
-            if HAS_Z:
-                y += hs * Cn
-            # Adjoint, the gradient from beyond the chunk entering at its last step.
-            cterm = dy * Cn
-            _, _, r = tl.associative_scan((a, ones, tl.where(last, cterm + carry[n][:, None], cterm)), axis=1,
-                                          combine_fn=adjoint_combine, reverse=True)
-            carry_prev = carry_prev + (column(a * r, first),)
-
-            rhb = r * (hs - b)  # r_t a_t h_{t-1}
-            ddt += rhb * A_cols[n][:, None]
-            rB += r * Bn
-            dA_new = dA_new + (dA_acc[n] + tl.sum(rhb * dt, axis=1),)
-            dB_new = dB_new + (_add_bc_grad(r * dtu, dB_acc[n], dB_ptr, b_base, n, offs_t, d_mask, t_mask,
-                                            B_sn, B_st, B_MODE),)
-            dC_new = dC_new + (_add_bc_grad(hs * dy, dC_acc[n], dC_ptr, c_base, n, offs_t, d_mask, t_mask,
-                                            C_sn, C_st, C_MODE),)
-        carry = carry_prev
-        dA_acc = dA_new
-        dB_acc = dB_new
-        dC_acc = dC_new
-
-        if HAS_Z:
-            if HAS_D:
-                y += u * Dv[:, None]
             dz = dout * y * sz * (1.0 + zv * (1.0 - sz))
             tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+        if HAS_D:
+            dD_acc += tl.sum(dy * u, axis=0)
+
+        # Adjoint: r_t = C_t dy_t + a_{t+1} r_{t+1}, as a reverse scan plus the carried tail.
+        cterm = dy[:, None, :] * Cv
+        _, xs, rs = tl.associative_scan((a, ones, cterm), axis=0, combine_fn=adjoint_combine, reverse=True)
+        r = rs + xs * carry[None, :, :]  # (T, N, BLOCK_D)
+        carry = tl.sum(tl.where(first_step, a * r, 0.0), axis=0)
+
+        hb = hs - b  # a_t h_{t-1}
+        rB = tl.sum(r * Bv, axis=1)  # (T, BLOCK_D)
+        ddt = tl.sum(r * hb * A[None, :, :], axis=1) + u * rB
         du = dt * rB
         if HAS_D:
-            dD_acc += tl.sum(dy * u, axis=1)
-            du += dy * Dv[:, None]
-        ddt += u * rB
+            du += dy * Dv[None, :]
+        dA_acc += tl.sum(r * hb * dt[:, None, :], axis=0)
+        dB_acc = _reduce_bc_grad(r * (dt * u)[:, None, :], dB_acc, dB_ptr, pid_b, offs_d, offs_n, offs_t,
+                                 d_mask, n_mask, t_mask, B_dpg, B_sb, B_sg, B_sn, B_st, BLOCK_D, B_MODE)
+        dC_acc = _reduce_bc_grad(hs * dy[:, None, :], dC_acc, dC_ptr, pid_b, offs_d, offs_n, offs_t,
+                                 d_mask, n_mask, t_mask, C_dpg, C_sb, C_sg, C_sn, C_st, BLOCK_D, C_MODE)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(m2, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=1)
+        dbias_acc += tl.sum(ddt, axis=0)
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
     row_offs = pid_b.to(tl.int64) * dim + offs_d
-    for n in tl.static_range(N):
-        tl.store(dh0_ptr + state_row + n, carry[n], mask=d_mask)
-        tl.store(dA_ptr + state_row + n, dA_acc[n], mask=d_mask)
-        if B_MODE == 0:
-            tl.store(dB_ptr + state_row + n, dB_acc[n], mask=d_mask)
-        if C_MODE == 0:
-            tl.store(dC_ptr + state_row + n, dC_acc[n], mask=d_mask)
+    tl.store(dh0_ptr + state_offs, carry, mask=nd_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=nd_mask)
+    if B_MODE == 0:
+        tl.store(dB_ptr + state_offs, dB_acc, mask=nd_mask)
+    if C_MODE == 0:
+        tl.store(dC_ptr + state_offs, dC_acc, mask=nd_mask)
     if HAS_D:
         tl.store(dD_ptr + row_offs, dD_acc, mask=d_mask)
     if HAS_BIAS:

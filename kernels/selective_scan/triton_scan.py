@@ -1,8 +1,8 @@
 """Selective scan on Triton: launchers and the ``autograd.Function`` around the kernels.
 
 The forward kernel (``triton_fwd.py``) reads every input once, keeps the state on chip and stores
-only the state at each chunk start; the backward kernel (``triton_bwd.py``) recomputes states from
-those. Gradients flow to every input, to ``initial_state`` and through the returned last state.
+only the state at each chunk start; the backward kernel (``triton_bwd.py``, its own tile layout and
+channel block, the same chunk) recomputes states from those. Gradients flow to every input, to ``initial_state`` and through the returned last state.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class ScanConfig:
     chunk: int
     num_warps: int = 4
     bc_fp32: bool = False
+    bwd_block_d: int = 4  # the backward kernel's channels per program (one warp, same chunk)
 
 
 def _interpreting() -> bool:
@@ -38,12 +39,12 @@ def _interpreting() -> bool:
 def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2) -> ScanConfig:
     """Launch parameters for a problem size; small under the interpreter, where time is per element.
 
-    On the GPU a chunk is one 16-byte load per thread (8 steps of bf16/fp16, 4 of fp32), so each
-    thread owns one channel's chunk and the scan never leaves its registers; one-warp programs of
-    32 channels (see benchmarks/NOTES.md for the measurements behind the choice)."""
+    On the GPU a chunk is two 16-byte loads (16 steps of bf16/fp16, 8 of fp32) held by two lanes,
+    so the scan is a sequential fold in registers plus one shuffle level; one-warp programs of 16
+    channels measured fastest on the H200 (benchmarks/NOTES.md)."""
     if _interpreting():
         return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=16, num_warps=1)
-    return ScanConfig(block_d=32, chunk=max(16 // itemsize, 4), num_warps=1)
+    return ScanConfig(block_d=16, chunk=32 // itemsize, num_warps=1)
 
 
 # Tests and the benchmark override the choice through this hook (None: default_config).
@@ -106,17 +107,18 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_soft
     dC = torch.zeros(C.shape, **f32) if C.dim() > 2 else torch.empty(batch, dim, dstate, **f32)
     dD = torch.empty(batch, dim, **f32) if D is not None else None
     dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
-    b_mode, b_dpg, b_str = _bc_layout(B, dim, cfg.block_d)
-    c_mode, c_dpg, c_str = _bc_layout(C, dim, cfg.block_d)
-    grid = (triton.cdiv(dim, cfg.block_d), batch)
+    block_d = cfg.bwd_block_d
+    b_mode, b_dpg, b_str = _bc_layout(B, dim, block_d)
+    c_mode, c_dpg, c_str = _bc_layout(C, dim, block_d)
+    grid = (triton.cdiv(dim, block_d), batch)
     scan_bwd_kernel[grid](
         u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0,
-        dim, seqlen, nchunks,
+        dim, seqlen, dstate, nchunks,
         b_dpg, *b_str, c_dpg, *c_str,
-        BLOCK_D=cfg.block_d, N=dstate, T=cfg.chunk,
+        BLOCK_D=block_d, N=triton.next_power_of_2(dstate), T=cfg.chunk,
         B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
-        num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
+        num_warps=1, **_flags(D, z, delta_bias, delta_softplus),
     )
     # Per-row partial sums -> parameter gradients (deterministic, unlike atomics).
     dB = dB.sum(0) if B.dim() == 2 else dB
