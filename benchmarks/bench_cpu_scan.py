@@ -10,7 +10,7 @@ processes on a shared machine hits both alike. Reported: median wall time and me
 time (the sum over threads; less sensitive to other processes than wall time).
 
     .venv/bin/python benchmarks/bench_cpu_scan.py                 # the issue's table
-    .venv/bin/python benchmarks/bench_cpu_scan.py --sweep 32,45,64,91,128   # chunk lengths
+    .venv/bin/python benchmarks/bench_cpu_scan.py --sweep 32,45,64x4096,23x1024   # chunk x block plans
 """
 
 from __future__ import annotations
@@ -98,9 +98,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def chunked_with(chunk_len):
+def chunked_with(plan: str):
+    """The chunked path with a fixed plan "T" or "TxBLOCK" (chunk length, block length)."""
+    chunk_len, _, block_len = plan.partition("x")
+
     def impl(u, delta, A, B, C):
-        return chunked.scan_chunked(u, delta, A, B, C, chunk_len=chunk_len)
+        return chunked.scan_chunked(u, delta, A, B, C, chunk_len=int(chunk_len),
+                                    block_len=int(block_len) if block_len else None)
     return impl
 
 
@@ -113,7 +117,8 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=4096)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--sweep", default="", help="comma-separated chunk lengths: time only the chunked path")
+    p.add_argument("--sweep", default="", help="comma-separated plans T or TxBLOCK (chunk length x block length): "
+                                                "time only the chunked path with each")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     inputs = make_inputs(args.batch, args.dim, args.dstate, args.seqlen)
@@ -126,11 +131,11 @@ def main() -> None:
           f"default plan: chunk {T}, block {block}; median of {args.repeats} after {args.warmup} warm-up")
 
     if args.sweep:
-        lengths = [int(s) for s in args.sweep.split(",")]
-        for mode, wrap in (("fwd", forward_only), ("fwd+bwd", forward_backward)):
-            res = compare({n: wrap(chunked_with(n), inputs) for n in lengths}, args.warmup, args.repeats)
-            for n, (w, c) in res.items():
-                print(f"| {mode} | chunk {n} | {w * 1e3:.1f} ms wall | {c * 1e3:.1f} ms cpu |")
+        print("| pass | chunk x block | wall | cpu |\n|---|---|---|---|")
+        for mode, wrap in (("forward", forward_only), ("forward+backward", forward_backward)):
+            res = compare({p: wrap(chunked_with(p), inputs) for p in args.sweep.split(",")}, args.warmup, args.repeats)
+            for p, (w, c) in res.items():
+                print(f"| {mode} | {p} | {w * 1e3:.1f} ms | {c * 1e3:.1f} ms |")
         return
 
     with torch.no_grad():  # the two agree before anything is timed

@@ -31,10 +31,20 @@ from .._checks import scan_shapes
 # Largest (batch * dim * dstate * block_len) work tensor, in elements (64 MiB in fp32). The backward
 # holds about three of them; the sequence is processed in blocks no longer than this allows.
 BLOCK_ELEMS = 1 << 24
-# Chunk length T = CHUNK_SCALE * sqrt(block_len): the loop count 2 * T + block_len / T is smallest at
-# sqrt(block_len / 2); measured on a 2-core Xeon (benchmarks/RESULTS.md), a little above is faster
-# because the loop over in-chunk offsets runs larger ops than the carry over chunks.
+# Chunk length T = CHUNK_SCALE * sqrt(block_len). The loop count 2 * T + block_len / T is smallest at
+# sqrt(block_len / 2), but measured on a 2-core Xeon (benchmarks/RESULTS.md) sqrt(block_len) is
+# faster: the carry over chunks runs small, overhead-bound ops, the loop over offsets large ones.
 CHUNK_SCALE = 1.0
+
+
+def _exp_decay_(log_decay: torch.Tensor) -> torch.Tensor:
+    """In-place exp of non-positive log-decays, floored just above the smallest normal number.
+
+    exp of arguments below log(tiny) (-87.3 in fp32: e.g. A = -16 over a chunk) returns subnormals
+    through a slow path (~60x slower on x86); the floor changes results by < 1e-37 absolute.
+    """
+    floor = math.log(torch.finfo(log_decay.dtype).tiny) + 1.0
+    return log_decay.clamp_min_(floor).exp_()
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -66,15 +76,17 @@ def scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
          else u.new_zeros(batch, dim, dstate, dtype=work))  # (batch, dim, dstate)
 
     T, block = plan(batch * dim * dstate, seqlen, chunk_len, block_len)
+    dt_rows, x_rows = _Transpose.apply(dt), _Transpose.apply(x)  # (batch, seqlen, dim): steps as rows
     ys = []
     for start in range(0, seqlen, block):
         stop = min(start + block, seqlen)
         K = -(-(stop - start) // T)  # chunks in this block; the last one padded to T steps
-        y_blk, h = _BlockScan.apply(_blocked(dt[..., start:stop], T, K), _blocked(x[..., start:stop], T, K),
+        y_blk, h = _BlockScan.apply(_blocked(dt_rows, start, stop, T, K), _blocked(x_rows, start, stop, T, K),
                                     A_, _blocked_bc(B_, start, stop, T, K), _blocked_bc(C_, start, stop, T, K), h)
-        # (T, batch, K, dim) -> (batch, dim, K * T), padding cut off
-        ys.append(y_blk.permute(1, 3, 2, 0).reshape(batch, dim, K * T)[..., : stop - start])
-    y = torch.cat(ys, dim=-1) if ys else x.new_zeros(batch, dim, 0)  # (batch, dim, seqlen)
+        # (T, batch, K, dim) -> (batch, K * T, dim), padding cut off
+        ys.append(y_blk.permute(1, 2, 0, 3).reshape(batch, K * T, dim)[:, : stop - start])
+    y_rows = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1) if ys else x.new_zeros(batch, 0, dim)
+    y = _Transpose.apply(y_rows)  # (batch, dim, seqlen)
 
     out = y if D is None else y + u.to(work) * D.to(work)[:, None]
     if z is not None:
@@ -88,7 +100,7 @@ def plan(lanes: int, seqlen: int, chunk_len: int | None = None, block_len: int |
     if block_len is None:
         block_len = max(1, min(seqlen, BLOCK_ELEMS // max(lanes, 1)))
     if chunk_len is None:
-        chunk_len = max(1, round(CHUNK_SCALE * math.sqrt(block_len / 2)))
+        chunk_len = max(1, round(CHUNK_SCALE * math.sqrt(block_len)))
     if chunk_len < 1 or block_len < 1:
         raise ValueError(f"chunk_len and block_len must be positive, got {chunk_len} and {block_len}")
     chunk_len = min(chunk_len, block_len)
@@ -104,14 +116,36 @@ def _per_group(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t[:, None] if t.dim() == 3 else t
 
 
-def _blocked(v: torch.Tensor, T: int, K: int) -> torch.Tensor:
-    """(batch, dim, n) -> (T, batch, K, dim), zero-padded to K * T steps.
+class _Transpose(torch.autograd.Function):
+    """(batch, m, n) -> contiguous (batch, n, m) through torch's cache-blocked 2-d transpose copy,
+    several times faster on a CPU than a general permute; its own inverse for the gradient."""
+
+    @staticmethod
+    def forward(ctx, v):
+        return _transpose(v)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _transpose(g)
+
+
+def _transpose(v: torch.Tensor) -> torch.Tensor:
+    v = v.contiguous()
+    out = v.new_empty(v.shape[0], v.shape[2], v.shape[1])
+    for i in range(v.shape[0]):  # 2-d copies: the blocked transpose path of Tensor.copy_
+        out[i].copy_(v[i].t())
+    return out
+
+
+def _blocked(rows: torch.Tensor, start: int, stop: int, T: int, K: int) -> torch.Tensor:
+    """Steps start:stop of (batch, seqlen, dim) as (T, batch, K, dim), zero-padded to K * T steps.
 
     Padded steps have delta = 0 (decay 1) and input 0, so they leave the state unchanged.
     """
-    batch, dim, n = v.shape
-    v = F.pad(v, (0, K * T - n))
-    return v.view(batch, dim, K, T).permute(3, 0, 2, 1).contiguous()
+    v = rows[:, start:stop]
+    if K * T != stop - start:
+        v = F.pad(v, (0, 0, 0, K * T - (stop - start)))
+    return v.reshape(v.shape[0], K, T, v.shape[2]).permute(2, 0, 1, 3).contiguous()
 
 
 def _blocked_bc(t: torch.Tensor, start: int, stop: int, T: int, K: int) -> torch.Tensor:
@@ -119,7 +153,9 @@ def _blocked_bc(t: torch.Tensor, start: int, stop: int, T: int, K: int) -> torch
     if t.dim() == 2:
         return t
     batch, groups, dstate, _ = t.shape
-    v = F.pad(t[..., start:stop], (0, K * T - (stop - start)))
+    v = t[..., start:stop]
+    if K * T != stop - start:
+        v = F.pad(v, (0, K * T - (stop - start)))
     return v.view(batch, groups, dstate, K, T).permute(4, 0, 3, 1, 2).contiguous()
 
 
@@ -127,7 +163,7 @@ class _Proj:
     """B or C of one block with the three products the scan needs, in either form.
 
     ``m`` is (dim, dstate) (time-invariant) or (T, batch, K, G, dstate); lane tensors are
-    (batch, K, dim, dstate) and per-step vectors (batch, K, dim).
+    (batch, K, dim, dstate) and per-step vectors (batch, K, dim). Results go to ``out``.
     """
 
     def __init__(self, m: torch.Tensor, dim: int):
@@ -135,28 +171,53 @@ class _Proj:
         self.groups = 1 if self.invariant else m.shape[3]
         self.dg = dim // self.groups
 
-    def outer(self, v: torch.Tensor, t: int) -> torch.Tensor:
-        """v_t ⊗ M_t: (batch, K, dim) -> (batch, K, dim, dstate)."""
+    def outer(self, v: torch.Tensor, t: int, out: torch.Tensor) -> torch.Tensor:
+        """out = v_t ⊗ M_t: (batch, K, dim) -> (batch, K, dim, dstate)."""
         if self.invariant:
-            return v[..., None] * self.m
-        b, K, dim = v.shape
-        return (v.view(b, K, self.groups, self.dg, 1) * self.m[t][:, :, :, None]).view(b, K, dim, -1)
+            return torch.mul(v[..., None], self.m, out=out)
+        b, K, _, n = out.shape
+        torch.mul(v.view(b, K, self.groups, self.dg, 1), self.m[t][:, :, :, None],
+                  out=out.view(b, K, self.groups, self.dg, n))
+        return out
 
-    def dot(self, h: torch.Tensor, t: int) -> torch.Tensor:
-        """sum_n h[..., n] M_t[n]: (batch, K, dim, dstate) -> (batch, K, dim)."""
+    def dot(self, h: torch.Tensor, t: int, out: torch.Tensor) -> torch.Tensor:
+        """out = sum_n h[..., n] M_t[n]: (batch, K, dim, dstate) -> (batch, K, dim)."""
         if self.invariant:
-            return (h * self.m).sum(-1)
+            return torch.sum(h * self.m, dim=-1, out=out)
         b, K, dim, n = h.shape
-        return torch.matmul(h.view(b, K, self.groups, self.dg, n), self.m[t][..., None]).view(b, K, dim)
+        torch.matmul(h.view(b, K, self.groups, self.dg, n), self.m[t][..., None],
+                     out=out.view(b, K, self.groups, self.dg, 1))
+        return out
 
-    def grad_step(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Gradient of M_t from ``outer``/``dot`` terms: sum over each group's channels of v ⊗ h.
-
-        Returns (batch, K, G, dstate); for time-invariant M the caller sums it over steps and chunks.
-        """
+    def accumulate_grad(self, grad: torch.Tensor, t: int, h: torch.Tensor, v: torch.Tensor) -> None:
+        """Add step t's gradient of M (from ``outer(v)`` or ``dot(h)``): sum over each group's channels
+        of v ⊗ h, (batch, K, G, dstate) into ``grad[t]``, or summed over batch and chunks when invariant."""
+        if self.invariant:
+            grad.add_((h * v[..., None]).sum((0, 1)))  # (dim, dstate)
+            return
         b, K, dim, n = h.shape
-        vg = v.view(b, K, self.groups, 1, self.dg)
-        return torch.matmul(vg, h.view(b, K, self.groups, self.dg, n)).view(b, K, self.groups, n)
+        torch.matmul(v.view(b, K, self.groups, 1, self.dg), h.view(b, K, self.groups, self.dg, n),
+                     out=grad[t].view(b, K, self.groups, 1, n))
+
+
+class _Workspace:
+    """Per-step decays exp(dt_t A) and inputs x_t ⊗ B_t of one block, recomputed into two reused
+    buffers: cheaper on a CPU than keeping them for every step (that memory falls out of cache)."""
+
+    def __init__(self, dt: torch.Tensor, x: torch.Tensor, A: torch.Tensor, Bp: _Proj):
+        T, batch, K, dim = dt.shape
+        self.dt, self.x, self.A, self.Bp = dt, x, A, Bp
+        self.a = dt.new_empty(batch, K, dim, A.shape[1])  # (batch, K, dim, dstate)
+        self.X = torch.empty_like(self.a)
+
+    def lanes(self) -> torch.Tensor:
+        return torch.empty_like(self.a)
+
+    def decay(self, t: int) -> torch.Tensor:
+        return _exp_decay_(torch.mul(self.dt[t][..., None], self.A, out=self.a))
+
+    def inputs(self, t: int) -> torch.Tensor:
+        return self.Bp.outer(self.x[t], t, out=self.X)
 
 
 class _BlockScan(torch.autograd.Function):
@@ -170,62 +231,70 @@ class _BlockScan(torch.autograd.Function):
     def forward(ctx, dt, x, A, B, C, h0):
         T, batch, K, dim = dt.shape
         Bp, Cp = _Proj(B, dim), _Proj(C, dim)
-        decays = [torch.exp(dt[t][..., None] * A) for t in range(T)]  # T x (batch, K, dim, dstate)
-        inputs = [Bp.outer(x[t], t) for t in range(T)]  # T x (batch, K, dim, dstate)
-        # 1. local recurrences of all chunks from a zero state
-        h = inputs[0]
-        for t in range(1, T):
-            h = torch.addcmul(inputs[t], decays[t], h)
-        # 2. carry across chunks with the chunk decays exp(A * sum_t dt_t)
-        starts = _carry(h0, h, _chunk_decay(dt, A))  # (batch, K + 1, dim, dstate)
-        # 3. rerun from the carried states
-        h = starts[:, :K]
-        ys = []
+        ws = _Workspace(dt, x, A, Bp)
+        h = ws.lanes()  # (batch, K, dim, dstate)
+        if K > 1:
+            # 1. local recurrences of all chunks from a zero state, then 2. the carry across chunks
+            ws.inputs(0)
+            h.copy_(ws.X)
+            for t in range(1, T):
+                torch.addcmul(ws.inputs(t), ws.decay(t), h, out=h)
+            starts = _carry(h0, h, _chunk_decay(dt, A))[:, :K]  # (batch, K, dim, dstate)
+        else:  # one chunk: its state is the block's initial state, nothing to carry
+            starts = h0[:, None]
+        # 3. the recurrences from the carried states, emitting the outputs
+        h.copy_(starts)
+        y = dt.new_empty(T, batch, K, dim)
         for t in range(T):
-            h = torch.addcmul(inputs[t], decays[t], h)
-            ys.append(Cp.dot(h, t))
-        ctx.save_for_backward(dt, x, A, B, C, starts[:, :K])
-        return torch.stack(ys), starts[:, K].contiguous()
+            torch.addcmul(ws.inputs(t), ws.decay(t), h, out=h)
+            Cp.dot(h, t, out=y[t])
+        ctx.save_for_backward(dt, x, A, B, C, starts)
+        return y, h[:, K - 1].clone()  # padding at the block's end leaves the last state unchanged
 
     @staticmethod
     def backward(ctx, gy, g_last):
         dt, x, A, B, C, starts = ctx.saved_tensors
         T, batch, K, dim = dt.shape
         Bp, Cp = _Proj(B, dim), _Proj(C, dim)
-        decays = [torch.exp(dt[t][..., None] * A) for t in range(T)]
-        states = []  # T x (batch, K, dim, dstate): the forward states, recomputed
-        h = starts
+        ws = _Workspace(dt, x, A, Bp)
+        states = dt.new_empty(T, batch, K, dim, A.shape[1])  # the forward states, recomputed
+        prev = starts
         for t in range(T):
-            h = torch.addcmul(Bp.outer(x[t], t), decays[t], h)
-            states.append(h)
-        # Adjoint recurrence lam_t = C_t gy_t + exp(dt_{t+1} A) lam_{t+1}, solved backwards with the same
-        # two levels: local adjoints of every chunk, a carry across chunks, then the full adjoints.
-        y_terms = [Cp.outer(gy[t], t) for t in range(T)]
-        lam = y_terms[T - 1]
-        for t in range(T - 2, -1, -1):
-            lam = torch.addcmul(y_terms[t], decays[t + 1], lam)
-        ends = _carry_back(g_last, decays[0] * lam, _chunk_decay(dt, A))  # (batch, K + 1, dim, dstate)
-        g_h0 = ends[:, 0]
-        lam = ends[:, 1:]  # adjoint arriving at each chunk's last step from the next chunk
+            prev = torch.addcmul(ws.inputs(t), ws.decay(t), prev, out=states[t])
+
+        # Adjoint recurrence lam_t = C_t gy_t + exp(dt_{t+1} A) lam_{t+1}, backwards with the same two
+        # levels. `carried` is the adjoint arriving at each chunk's last step from the next chunk.
+        Y, lam, la = ws.lanes(), ws.lanes(), ws.lanes()
+        if K > 1:
+            Cp.outer(gy[T - 1], T - 1, out=lam)
+            for t in range(T - 2, -1, -1):
+                torch.addcmul(Cp.outer(gy[t], t, out=Y), ws.decay(t + 1), lam, out=lam)
+            torch.mul(ws.decay(0), lam, out=la)  # each chunk's local adjoint of its initial state
+            carried = _carry_back(g_last, la, _chunk_decay(dt, A))
+        else:
+            carried = g_last[:, None]
 
         g_dt, g_x = torch.empty_like(dt), torch.empty_like(x)
         g_B = torch.zeros_like(B) if Bp.invariant else torch.empty_like(B)
         g_C = torch.zeros_like(C) if Cp.invariant else torch.empty_like(C)
-        q_dt = torch.zeros_like(starts)  # sum over steps of q_t * dt_t, reduced to dA at the end
+        q, q_dt = ws.lanes(), torch.zeros_like(starts)  # q_dt: sum over steps of q_t dt_t, reduced to dA
+        la.copy_(carried)  # la = exp(dt_{t+1} A) lam_{t+1}, the part of lam_t from later steps
         for t in range(T - 1, -1, -1):
-            lam = y_terms[t] + lam if t == T - 1 else torch.addcmul(y_terms[t], decays[t + 1], lam)
-            q = lam * decays[t] * (states[t - 1] if t else starts)  # d loss / d (dt_t A)
+            torch.add(Cp.outer(gy[t], t, out=Y), la, out=lam)
+            torch.mul(lam, ws.decay(t), out=la)
+            torch.mul(la, states[t - 1] if t else starts, out=q)  # d loss / d (dt_t A)
             q_dt.addcmul_(q, dt[t][..., None])
-            g_dt[t] = (q * A).sum(-1)
-            g_x[t] = Bp.dot(lam, t)
-            _accumulate(g_B, Bp, t, lam, x[t])
-            _accumulate(g_C, Cp, t, states[t], gy[t])
-        return g_dt, g_x, q_dt.sum((0, 1)), g_B, g_C, g_h0
+            torch.sum(q.mul_(A), dim=-1, out=g_dt[t])
+            Bp.dot(lam, t, out=g_x[t])
+            Bp.accumulate_grad(g_B, t, lam, x[t])
+            Cp.accumulate_grad(g_C, t, states[t], gy[t])
+        # after step 0, la[:, c] is the adjoint of the state entering chunk c; chunk 0's is h0's
+        return g_dt, g_x, q_dt.sum((0, 1)), g_B, g_C, la[:, 0].clone()
 
 
 def _chunk_decay(dt: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """exp(A * sum of dt over each chunk): (T, batch, K, dim) -> (batch, K, dim, dstate)."""
-    return torch.exp(dt.sum(0)[..., None] * A)
+    return _exp_decay_(dt.sum(0)[..., None] * A)
 
 
 def _carry(h0: torch.Tensor, local_ends: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
@@ -237,20 +306,12 @@ def _carry(h0: torch.Tensor, local_ends: torch.Tensor, decay: torch.Tensor) -> t
 
 
 def _carry_back(g_last: torch.Tensor, local_starts: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
-    """Adjoints of the states entering each chunk (index c) and of the final state (index K).
+    """Adjoint arriving at each chunk's last step from the chunks after it: (batch, K, dim, dstate).
 
-    ``local_starts`` is exp(dt_0 A) times each chunk's local adjoint at its first step.
+    ``local_starts`` is each chunk's local adjoint of its initial state (zero adjoint arriving).
     """
     K = local_starts.shape[1]
     adj = [g_last]
-    for c in range(K - 1, -1, -1):
+    for c in range(K - 1, 0, -1):
         adj.append(torch.addcmul(local_starts[:, c], decay[:, c], adj[-1]))
     return torch.stack(adj[::-1], dim=1)
-
-
-def _accumulate(grad: torch.Tensor, proj: _Proj, t: int, h: torch.Tensor, v: torch.Tensor) -> None:
-    """Add step t's gradient of B or C (terms v_t ⊗ h_t summed over each group's channels)."""
-    if proj.invariant:
-        grad.add_((h * v[..., None]).sum((0, 1)))  # (dim, dstate)
-    else:
-        grad[t] = proj.grad_step(h, v)
