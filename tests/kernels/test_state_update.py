@@ -15,7 +15,9 @@ from kernels import selective_scan_ref, selective_state_update, selective_state_
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 BACKENDS = ["reference", "torch", pytest.param("triton", marks=needs_triton)]
-TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
+# fp32: the GPU evaluates softplus and exp with hardware approximations (a few ulp), which an output
+# near cancellation turns into ~4e-4 relative (seen on the H200: 1 element of 3072 at 1.5e-5 absolute).
+TOL = {torch.float32: (1e-4, 5e-5), torch.bfloat16: (2e-2, 2e-2)}
 NAMES = ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias")
 
 
