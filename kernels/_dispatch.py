@@ -19,7 +19,10 @@ BACKENDS = ("triton", "torch", "reference")
 @functools.lru_cache(maxsize=1)
 def triton_available() -> bool:
     """True when the ``triton`` package can be imported (never imports it)."""
-    return importlib.util.find_spec("triton") is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # an import hook refusing triton, or a broken install
+        return False
 
 
 def backend_for(tensor: torch.Tensor) -> str:

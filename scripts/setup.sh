@@ -30,5 +30,7 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 "${pip[@]}" -e ".[${extras}]"
+# Our top-level packages first on the import path, even where another distribution is named "kernels".
+"$venv/bin/python" scripts/install_import_guard.py >/dev/null
 rm -f "$venv"/.seqmamba-installed-*
 touch "$stamp"
