@@ -1,0 +1,259 @@
+"""Genome-scale inference (pipelines.genome.predict): the window plan, stitched = single-window within
+the measured seam bound (linear and circular), exact stitching of a known answer on phage lambda,
+atomic GFF3 / bedGraph output, bad input, and the command line."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pipelines.data.errors import InputError
+from pipelines.data.paths import SAMPLES
+from pipelines.genome.annotation import read_genbank
+from pipelines.genome.decoder import DecoderConfig
+from pipelines.genome.evaluate import evaluate
+from pipelines.genome.gff3 import read_gff3
+from pipelines.genome.labels import cds_labels
+from pipelines.genome.predict import (
+    Tile,
+    annotate_genome,
+    batch_tokens,
+    main,
+    plan_tiles,
+    predict_probabilities,
+)
+from seqmodels import MambaClassifier, MambaTagger, vocab
+
+LAMBDA_FASTA = SAMPLES / "phage_lambda_NC_001416.fa"
+LAMBDA_GB = "genomes/phage_lambda/NC_001416.gbk.gz"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def flush_denormals():
+    # The reference passes below call the model directly; predict does this itself on a CPU.
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
+
+def lambda_tokens(n=None):
+    text = "".join(line.strip() for line in LAMBDA_FASTA.read_text().splitlines()[1:])
+    return vocab.encode(text[:n] if n else text)
+
+
+def sharp_tagger(seed=0, d_model=16, n_layer=2):
+    """A randomly initialised bidirectional RC-equivariant tagger whose head is scaled up, so its
+    probabilities spread over [0, 1] instead of sitting near 1/4 (a comparison of near-constant
+    outputs would prove nothing)."""
+    torch.manual_seed(seed)
+    model = MambaTagger(n_tracks=2, n_classes=4, d_model=d_model, n_layer=n_layer, d_state=8,
+                        bidirectional=True, rc_equivariant=True).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(10.0)
+    return model
+
+
+def single_pass(model, tokens):
+    """The reference: the whole sequence in one forward pass, float64 softmax."""
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(tokens.astype(np.int64))[None])[0]  # (seqlen, 2, 4)
+    return logits.double().softmax(-1).numpy()
+
+
+# ------------------------------------------------------------------------------------ the plan
+@pytest.mark.parametrize("circular", [False, True])
+@pytest.mark.parametrize(("length", "window", "overlap"), [
+    (1, 10, 2), (10, 10, 2), (11, 10, 2), (1000, 100, 0), (1000, 100, 20), (1001, 100, 49), (97, 40, 7),
+    (12_345, 3000, 500),
+])
+def test_tiles_keep_every_base_once_with_context_or_the_true_end(length, window, overlap, circular):
+    tiles = plan_tiles(length, window, overlap, circular)
+    assert tiles[0].core_start == 0 and tiles[-1].core_end == length
+    assert all(a.core_end == b.core_start for a, b in zip(tiles, tiles[1:]))
+    assert len({t.width for t in tiles}) == 1, "equal widths: windows batch without padding"
+    for t in tiles:
+        assert t.core_start < t.core_end
+        left, right = t.core_start - t.start, t.start + t.width - t.core_end
+        if circular:
+            assert left >= overlap and right >= overlap and t.width <= window
+        else:
+            assert 0 <= t.start and t.start + t.width <= length and t.width == min(window, length)
+            assert left >= overlap or t.start == 0
+            assert right >= overlap or t.start + t.width == length
+
+
+def test_plan_of_a_long_linear_sequence_shifts_the_end_windows_inwards():
+    assert plan_tiles(12_000, 4000, 500) == [
+        Tile(0, 3000, 0, 4000), Tile(3000, 6000, 2500, 4000), Tile(6000, 9000, 5500, 4000),
+        Tile(9000, 12_000, 8000, 4000),
+    ]
+    assert plan_tiles(3000, 4000, 500, circular=True) == [Tile(0, 3000, -500, 4000)]
+
+
+@pytest.mark.parametrize(("length", "window", "overlap"), [(0, 10, 1), (10, 10, 5), (10, 10, -1), (10, 0, 0)])
+def test_plan_rejects_impossible_settings(length, window, overlap):
+    with pytest.raises(ValueError, match="length|window"):
+        plan_tiles(length, window, overlap)
+
+
+# ----------------------------------------------------------------------- stitched vs one pass
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stitched_equals_single_window_within_the_seam_bound(seed):
+    model = sharp_tagger(seed)
+    tokens = lambda_tokens(6000)
+    full = single_pass(model, tokens)
+    assert full.std() > 0.1, "the model's probabilities must vary for the comparison to mean anything"
+
+    stitched = predict_probabilities(model, tokens, window=2000, overlap=250, batch_windows=2)
+    assert stitched.probs.shape == (6000, 2, 4) and stitched.probs.dtype == np.float32
+    error = np.abs(stitched.probs - full).max()
+    assert 0 < stitched.max_seam_gap < 0.05
+    assert error <= 2 * stitched.max_seam_gap + 1e-5
+
+    # Without context the seams show: the check above is not vacuous.
+    bare = predict_probabilities(model, tokens, window=2000, overlap=0)
+    assert np.abs(bare.probs - full).max() > 2 * stitched.max_seam_gap + 1e-5
+
+
+def test_one_window_is_the_single_pass_and_batching_changes_nothing():
+    model = sharp_tagger(seed=1, n_layer=1)
+    tokens = lambda_tokens(3000)
+    one = predict_probabilities(model, tokens, window=3000, overlap=1000)
+    np.testing.assert_allclose(one.probs, single_pass(model, tokens), atol=1e-6)
+    assert one.max_seam_gap == 0.0
+    alone = predict_probabilities(model, tokens, window=1000, overlap=100, batch_windows=1)
+    together = predict_probabilities(model, tokens, window=1000, overlap=100, batch_windows=3)
+    np.testing.assert_allclose(alone.probs, together.probs, atol=1e-6)
+
+
+def test_circular_windows_wrap_across_the_origin():
+    model = sharp_tagger(seed=2, n_layer=1)
+    tokens = lambda_tokens(3000)
+    # One window reading 1000 bases past each end of the circle = the model on that extended sequence.
+    ext = np.concatenate([tokens[-1000:], tokens, tokens[:1000]])
+    one = predict_probabilities(model, tokens, window=5000, overlap=1000, circular=True)
+    np.testing.assert_allclose(one.probs, single_pass(model, ext)[1000:4000], atol=1e-6)
+    # Two windows with wrapped context against a pass with 2000 bases of context on both sides.
+    long_ext = np.concatenate([tokens[-2000:], tokens, tokens[:2000]])
+    reference = single_pass(model, long_ext)[2000:5000]
+    two = predict_probabilities(model, tokens, window=2000, overlap=250, circular=True)
+    assert len(plan_tiles(3000, 2000, 250, circular=True)) == 2
+    assert np.abs(two.probs - reference).max() <= 2 * two.max_seam_gap + 1e-5
+
+
+# ----------------------------------------------------- a known answer through annotate_genome
+class LookupTagger(nn.Module):
+    """Stands in for a perfect tagger of one genome: finds each window's text in the genome and
+    returns its true labels as confident logits. Any slip in the window arithmetic (offsets, wrap,
+    strand tracks) moves labels and changes the gene calls."""
+
+    def __init__(self, text, labels):
+        super().__init__()
+        self.config = SimpleNamespace(n_tracks=2, n_classes=4)
+        self.text, self.labels = text, torch.from_numpy(labels.astype(np.int64))  # (seqlen, 2)
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
+
+    def forward(self, tokens, lengths=None):
+        rows = []
+        for row in tokens:
+            offset = self.text.find(vocab.decode(row))
+            if offset < 0:
+                raise AssertionError("predict passed a window that is not a stretch of the genome")
+            labels = self.labels[offset : offset + len(row)]  # (width, 2)
+            rows.append(8.0 * nn.functional.one_hot(labels, 4).float())
+        return torch.stack(rows)  # (batch, width, 2, 4)
+
+
+def test_windows_stitch_exactly_on_phage_lambda(shared_data, tmp_path):
+    (ref,) = read_genbank(os.path.join(shared_data, LAMBDA_GB))
+    model = LookupTagger(ref.seq, cds_labels(len(ref), ref.cds))
+    windowed, single = tmp_path / "windowed.gff3", tmp_path / "single.gff3"
+    summary = annotate_genome(model, LAMBDA_FASTA, windowed, window=10_000, overlap=1_000, progress=False)
+    annotate_genome(model, LAMBDA_FASTA, single, window=60_000, overlap=1_000, progress=False)
+    calls, lengths = read_gff3(windowed)
+    assert windowed.read_text() == single.read_text()
+    assert lengths == {ref.id: 48_502} and summary.genes == len(calls) and summary.max_seam_gap == 0.0
+    metrics = evaluate(calls, ref.cds, {ref.id: len(ref)})
+    # Decoding the true labels: every CDS but those whose labels the overlap rule hides.
+    assert metrics.sensitivity > 0.9 and metrics.precision > 0.97 and metrics.coding_f1 > 0.97
+
+
+# ------------------------------------------------------------------------------ files and errors
+def write_fasta(path, records):
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records.items()))
+    return path
+
+
+def test_gff3_and_bedgraph_are_written_for_every_record(tmp_path):
+    model = sharp_tagger(seed=3, n_layer=1)
+    rng = np.random.default_rng(0)
+    records = {"chr1": "".join(rng.choice(list("ACGT"), size=2500)), "plasmid": "acgtn" * 300}
+    fasta = write_fasta(tmp_path / "g.fa", records)
+    gff, bed = tmp_path / "out" / "genes.gff3", tmp_path / "out" / "coding.bedgraph"
+    bed.parent.mkdir()
+    summary = annotate_genome(model, fasta, gff, bed, window=1000, overlap=100, progress=False,
+                              decoder=DecoderConfig(min_length=60, min_score=-1e9))
+    calls, lengths = read_gff3(gff)
+    assert lengths == {"chr1": 2500, "plasmid": 1500}
+    assert summary.sequences == 2 and summary.bases == 4000 and summary.genes == len(calls) > 0
+    lines = [line.split("\t") for line in bed.read_text().splitlines() if not line.startswith("track ")]
+    table = pd.DataFrame(lines, columns=["seq", "start", "end", "p"]).astype({"start": int, "end": int, "p": float})
+    for seqid, n in lengths.items():
+        rows = table[table.seq == seqid]
+        assert rows.end.sum() - rows.start.sum() == 2 * n  # both strands tile the whole sequence
+    assert table.p.between(0, 1).all()
+    assert sorted(os.listdir(gff.parent)) == ["coding.bedgraph", "genes.gff3"]  # no temporary files left
+
+
+def test_a_failed_run_leaves_no_output_behind(tmp_path):
+    fasta = write_fasta(tmp_path / "g.fa", {"s": "ACGT" * 300})
+    out = tmp_path / "genes.gff3"
+    with pytest.raises(InputError, match="transl_table"):
+        annotate_genome(sharp_tagger(n_layer=1), fasta, out, genetic_code=99, window=1000, overlap=100,
+                        progress=False)
+    assert os.listdir(tmp_path) == ["g.fa"]
+
+
+def test_bad_input_is_named(tmp_path):
+    model = sharp_tagger(n_layer=1)
+    protein = write_fasta(tmp_path / "protein.fa", {"p1": "MKVLILEEFQPRST" * 5})
+    with pytest.raises(InputError, match=r"protein\.fa.*p1.*protein"):
+        annotate_genome(model, protein, tmp_path / "x.gff3", progress=False)
+    with pytest.raises(InputError, match="missing.fa: (file not found|no such file)"):
+        annotate_genome(model, tmp_path / "missing.fa", tmp_path / "x.gff3", progress=False)
+    classifier = MambaClassifier(n_classes=2, d_model=8, n_layer=1)
+    with pytest.raises(ValueError, match="2 strand tracks x 4 classes"):
+        annotate_genome(classifier, LAMBDA_FASTA, tmp_path / "x.gff3", progress=False)
+    with pytest.raises(ValueError, match="batch_windows"):
+        predict_probabilities(model, lambda_tokens(100), batch_windows=0)
+
+
+def test_batch_tokens_counts_real_tokens_only():
+    batch = {"tokens": torch.zeros(3, 10, dtype=torch.long), "lengths": torch.tensor([10, 4, 7])}
+    assert batch_tokens(batch) == 21
+    assert batch_tokens({"tokens": torch.zeros(2, 5, dtype=torch.long)}) == 10
+
+
+def test_command_line_writes_calls_and_stats(tmp_path, capsys):
+    from seqmodels.package import save_package
+
+    save_package(sharp_tagger(seed=4, n_layer=1), tmp_path / "pkg")
+    fasta = write_fasta(tmp_path / "g.fa", {"contig": "".join(np.random.default_rng(1).choice(list("ACGT"), 3000))})
+    out, stats = tmp_path / "genes.gff3", tmp_path / "stats.json"
+    code = main([str(tmp_path / "pkg"), str(fasta), "-o", str(out), "--window", "2000", "--overlap", "200",
+                 "--circular", "--genetic-code", "4", "--stats", str(stats), "--no-progress"])
+    assert code == 0
+    result = json.loads(stats.read_text())
+    assert result["bases"] == 3000 and result["device"] == "cpu" and result["peak_gpu_bytes"] is None
+    assert result["window"] == 2000 and result["overlap"] == 200 and result["bases_per_second"] > 0
+    assert "Is_circular=true" in out.read_text()
+    assert "genes on 3,000 bp" in capsys.readouterr().err
+
+    save_package(MambaClassifier(n_classes=2, d_model=8, n_layer=1), tmp_path / "clf")
+    assert main([str(tmp_path / "clf"), str(fasta), "-o", str(out)]) == 2
+    assert "gene calling needs a tagger" in capsys.readouterr().err
