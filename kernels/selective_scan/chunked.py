@@ -21,12 +21,20 @@ gradients flow through ``initial_state`` and the returned last state.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
 
 from .._checks import scan_shapes
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("numba", "torch")
 
 # Largest (batch * dim * dstate * block_len) work tensor, in elements (64 MiB in fp32). The backward
 # holds about three of them; the sequence is processed in blocks no longer than this allows.
@@ -59,10 +67,42 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
                         initial_state=initial_state)
 
 
+@functools.lru_cache(maxsize=1)
+def numba_scan():
+    """The compiled forward (``cpu_numba.selective_scan_numba``), or None where numba is missing or broken."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.cpu_numba").selective_scan_numba
+    except Exception as exc:  # e.g. a numba built for another numpy: the torch path still works
+        logger.warning("numba is installed but unusable (%s); the selective scan uses the PyTorch path", exc)
+        return None
+
+
+def _choose_engine(engine, tensors) -> str:
+    """numba for a forward that autograd will not differentiate (inference) on CPU tensors, else torch."""
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES} or None, got {engine!r}")
+    if engine == "numba" and numba_scan() is None:
+        raise RuntimeError("engine='numba' but numba is not installed")
+    if engine is not None:
+        return engine
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    on_cpu = all(t is None or t.device.type == "cpu" for t in tensors)
+    return "numba" if not needs_grad and on_cpu and numba_scan() is not None else "torch"
+
+
 def scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                 return_last_state=False, *, initial_state=None, chunk_len=None, block_len=None):
-    """``selective_scan_chunked`` with explicit chunk and block lengths (None: chosen for the shape)."""
+                 return_last_state=False, *, initial_state=None, chunk_len=None, block_len=None, engine=None):
+    """``selective_scan_chunked`` with explicit chunk and block lengths (None: chosen for the shape).
+
+    ``engine``: "numba" runs the recurrence as one compiled loop (``cpu_numba``, forward only),
+    "torch" the two-level scan with its backward; None picks numba where no gradient is needed.
+    """
     batch, dim, seqlen, dstate, _, _ = scan_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if _choose_engine(engine, (u, delta, A, B, C, D, z, delta_bias, initial_state)) == "numba":
+        return numba_scan()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                            initial_state=initial_state)
     work = torch.float64 if u.dtype == torch.float64 else torch.float32
     dt = delta.to(work)  # (batch, dim, seqlen)
     if delta_bias is not None:
@@ -71,12 +111,24 @@ def scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
         dt = F.softplus(dt)
     x = dt * u.to(work)  # (batch, dim, seqlen): the input term is x_t ⊗ B_t
     A_ = A.to(work).contiguous()  # (dim, dstate)
-    B_, C_ = _per_group(B, work), _per_group(C, work)
     h = (initial_state.to(work) if initial_state is not None
          else u.new_zeros(batch, dim, dstate, dtype=work))  # (batch, dim, dstate)
 
-    T, block = plan(batch * dim * dstate, seqlen, chunk_len, block_len)
     dt_rows, x_rows = _Transpose.apply(dt), _Transpose.apply(x)  # (batch, seqlen, dim): steps as rows
+    y_rows, h = _scan_blocks(dt_rows, x_rows, A_, _per_group(B, work), _per_group(C, work), h, chunk_len, block_len)
+    y = _Transpose.apply(y_rows)  # (batch, dim, seqlen)
+
+    out = y if D is None else y + u.to(work) * D.to(work)[:, None]
+    if z is not None:
+        out = out * F.silu(z.to(work).contiguous())  # contiguous: the vectorised silu, whatever the strides
+    out = out.to(u.dtype)
+    return (out, h) if return_last_state else out
+
+
+def _scan_blocks(dt_rows, x_rows, A_, B_, C_, h, chunk_len, block_len):
+    """The two-level scan over (batch, seqlen, dim) rows, block after block: (y rows, last state)."""
+    batch, seqlen, dim = dt_rows.shape
+    T, block = plan(batch * dim * A_.shape[1], seqlen, chunk_len, block_len)
     ys = []
     for start in range(0, seqlen, block):
         stop = min(start + block, seqlen)
@@ -85,14 +137,8 @@ def scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
                                     A_, _blocked_bc(B_, start, stop, T, K), _blocked_bc(C_, start, stop, T, K), h)
         # (T, batch, K, dim) -> (batch, K * T, dim), padding cut off
         ys.append(y_blk.permute(1, 2, 0, 3).reshape(batch, K * T, dim)[:, : stop - start])
-    y_rows = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1) if ys else x.new_zeros(batch, 0, dim)
-    y = _Transpose.apply(y_rows)  # (batch, dim, seqlen)
-
-    out = y if D is None else y + u.to(work) * D.to(work)[:, None]
-    if z is not None:
-        out = out * F.silu(z.to(work).contiguous())  # contiguous: the vectorised silu, whatever the strides
-    out = out.to(u.dtype)
-    return (out, h) if return_last_state else out
+    y_rows = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1) if ys else dt_rows.new_zeros(batch, 0, dim)
+    return y_rows, h
 
 
 def plan(lanes: int, seqlen: int, chunk_len: int | None = None, block_len: int | None = None) -> tuple[int, int]:

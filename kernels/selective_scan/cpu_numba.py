@@ -1,0 +1,260 @@
+"""Selective scan forward as one compiled numba loop: the CPU inference path.
+
+The chunked PyTorch path (``chunked.py``) spends most of its time in memory passes and per-op
+overhead; here every (batch, channel block) walks the sequence once with its state in a small local
+array, so the work is the arithmetic alone. Channels are the innermost (SIMD) loop: the state of a
+block is (dstate, channels), the output y_t = sum_n C_t[n] h_t[n] becomes vertical adds, and B_t, C_t
+are one scalar per (step, state) for a whole block (blocks never cross a group boundary).
+
+numba has no vectorised ``exp`` without Intel's SVML, and libm's scalar expf costs more than the rest
+of the step, so float32 uses an inlined exp of its own (Cody-Waite reduction, degree-7 polynomial,
+exponent built in the float's bits): within 2 ulp of expf, and vectorised. It is valid for the
+arguments dt * A <= 0 that Mamba always has (dt >= 0, A < 0); the launcher checks that and otherwise,
+and for float64, calls math.exp. Arguments below log(FLT_MIN) + 1 are floored there, as in the
+chunked path (changes results by < 1e-37 absolute).
+
+Imports numba at module level: import this module only through ``chunked.numba_scan()``, which
+returns None where numba is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+# Widest channel block: (dstate, 64) fp32 state = 4 KiB, several rows of scratch, all in L1.
+MAX_BLOCK = 64
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693145751953125  # ln 2 with a short mantissa: k * _LN2_HI is exact for |k| < 256
+_LN2_LO = 1.4286068203094173e-06
+_ROUND = 12582912.0  # 1.5 * 2**23: v + _ROUND rounds v to an integer held in the low mantissa bits
+# bits(k + _ROUND) - _EXP_OFFSET = k + 127, the biased exponent of 2**k
+_EXP_OFFSET = 0x4B400000 - 127
+_EXP_FLOOR = math.log(np.finfo(np.float32).tiny) + 1.0
+
+# numba's OpenMP layer, next to torch's own OpenMP runtime, left torch's ops ~80x slower after a
+# launch (spinning threads), and was slower itself; the portable workqueue layer has neither problem.
+# A user's NUMBA_THREADING_LAYER still wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+# numba's workqueue threading layer aborts on concurrent launches (the app serves sessions from
+# several threads), and set_num_threads is per calling thread: one launch at a time.
+_LAUNCH = threading.Lock()
+
+
+@intrinsic
+def _f32_bits(typingctx, v):
+    """The bits of a float32 as an int32 (a bitcast; numba has no scalar ``view``)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _f32_from_bits(typingctx, v):
+    """The float32 whose bits are the int32 ``v``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always", fastmath=False)
+def _exp_f32(a):
+    """exp(a) for a float32 in [_EXP_FLOOR, 0], to within 2 ulp: branch-free, so loops over it vectorise."""
+    v = a * np.float32(_LOG2E) + np.float32(_ROUND)
+    k = v - np.float32(_ROUND)  # round(a / ln 2), held in v's low mantissa bits as well
+    r = (a - k * np.float32(_LN2_HI)) - k * np.float32(_LN2_LO)  # |r| <= ln(2) / 2
+    p = np.float32(1.0 / 5040.0)  # exp(r), Taylor to degree 7: truncation < 5e-9 relative
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * _f32_from_bits((_f32_bits(v) - np.int32(_EXP_OFFSET)) << np.int32(23))  # p * 2**k
+
+
+@njit(inline="always", fastmath=False)
+def _decay(a, fast):
+    """exp(a) for a = dt * A; ``fast`` (float32, a <= 0 known) takes the vectorised exp."""
+    if fast:
+        return _exp_f32(max(a, np.float32(_EXP_FLOOR)))
+    return math.exp(a)
+
+
+@njit(inline="always", fastmath=False)
+def _softplus(v, fast):
+    """log(1 + exp(v)) as torch computes it (v itself above 20)."""
+    if fast:  # max(v, 0) + log1p(q), q = exp(-|v|) in (0, 1]: log1p(q) = 2 atanh(s), s = q / (2 + q) <= 1/3
+        q = _exp_f32(max(-abs(v), np.float32(_EXP_FLOOR)))
+        s = q / (np.float32(2.0) + q)
+        s2 = s * s
+        p = np.float32(1.0 / 15.0)  # 2 atanh(s) = 2 s sum_k s^2k / (2k + 1); dropped terms < 3e-9 relative
+        p = p * s2 + np.float32(1.0 / 13.0)
+        p = p * s2 + np.float32(1.0 / 11.0)
+        p = p * s2 + np.float32(1.0 / 9.0)
+        p = p * s2 + np.float32(1.0 / 7.0)
+        p = p * s2 + np.float32(1.0 / 5.0)
+        p = p * s2 + np.float32(1.0 / 3.0)
+        p = p * s2 + np.float32(1.0)
+        return max(v, np.float32(0.0)) + np.float32(2.0) * s * p
+    return v if v > 20 else math.log1p(math.exp(v))
+
+
+@njit(inline="always", fastmath=False)
+def _silu(z, fast):
+    """z * sigmoid(z)."""
+    if fast:  # through e = exp(-|z|) <= 1, the range of the fast exp
+        e = _exp_f32(max(-abs(z), np.float32(_EXP_FLOOR)))
+        sig = np.float32(1.0) / (np.float32(1.0) + e)
+        return z * (sig if z >= 0 else e * sig)
+    return z / (1 + math.exp(-z))
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
+          has_z, has_D, has_bias, softplus, fast, a_nonpos):
+    """out = (y + u D) silu(z), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = C_t . h_t.
+
+    u, delta, z, out: (batch, dim, seqlen); D, bias: (dim,); At: (dstate, dim); B, C: (batch or 1,
+    seqlen or 1, dstate, width) where channel d reads column d // per (per = 1: time-invariant, one
+    column per channel; else dim // ngroups); h: (batch, dim, dstate), the initial state on entry and
+    the last one on exit. Absent z, D, bias are dummies of the right shape, flagged off. Blocks of
+    channels never cross a multiple of ``seg``. fast: float32 with the vectorised exp (module notes);
+    a_nonpos: all A <= 0, so a step whose dt are all >= 0 has dt * A <= 0.
+    """
+    batch, dim, seqlen = u.shape
+    dstate = At.shape[0]
+    nseg = dim // seg if seg > 0 else 0
+    per_seg = (seg + MAX_BLOCK - 1) // MAX_BLOCK
+    for item in prange(batch * nseg * per_seg):
+        b = item // (nseg * per_seg)
+        d0 = (item % (nseg * per_seg)) // per_seg * seg + (item % per_seg) * MAX_BLOCK
+        d1 = min(d0 + MAX_BLOCK, (d0 // seg + 1) * seg)
+        w = d1 - d0
+        bb, cb = min(b, B.shape[0] - 1), min(b, C.shape[0] - 1)
+        # Views and copies indexed from 0, so that inner indices are loop counters known to be >= 0
+        # (no negative-index wrap-around, and the loops vectorise). Views are made per block, never
+        # per step: numba updates a view's reference count atomically, dearer than the arithmetic.
+        ub, deltab, zb, outb = u[b, d0:d1], delta[b, d0:d1], z[b, d0:d1], out[b, d0:d1]  # (w, seqlen)
+        Db, biasb = D[d0:d1], bias[d0:d1]
+        st = np.empty((dstate, w), dtype=u.dtype)  # (dstate, channels): the block's state
+        ab = np.empty((dstate, w), dtype=u.dtype)
+        bi = np.zeros((dstate, w), dtype=u.dtype)  # B and C when time-invariant
+        ci = np.zeros((dstate, w), dtype=u.dtype)
+        for n in range(dstate):
+            for j in range(w):
+                st[n, j] = h[b, d0 + j, n]
+                ab[n, j] = At[n, d0 + j]
+                if b_per == 1:
+                    bi[n, j] = B[0, 0, n, d0 + j]
+                if c_per == 1:
+                    ci[n, j] = C[0, 0, n, d0 + j]
+        dtr = np.empty(w, dtype=u.dtype)  # this step's dt, dt * u and y for the block's channels
+        xr = np.empty(w, dtype=u.dtype)
+        yr = np.empty(w, dtype=u.dtype)
+        brow = np.empty(w, dtype=u.dtype)
+        crow = np.empty(w, dtype=u.dtype)
+        for t in range(seqlen):
+            tb, tc = min(t, B.shape[1] - 1), min(t, C.shape[1] - 1)
+            negative = 0  # steps with a dt < 0 (or NaN) take the exact exp
+            for j in range(w):
+                v = deltab[j, t]
+                if has_bias:
+                    v += biasb[j]
+                if softplus:
+                    v = _softplus(v, fast)
+                dtr[j] = v
+                xr[j] = v * ub[j, t]
+                yr[j] = 0
+                negative += 0 if v >= 0 else 1
+            fast_step = fast and a_nonpos and negative == 0
+            for n in range(dstate):
+                if b_per == 1:
+                    for j in range(w):
+                        brow[j] = bi[n, j]
+                else:
+                    bv = B[bb, tb, n, d0 // b_per]
+                    for j in range(w):
+                        brow[j] = bv
+                if c_per == 1:
+                    for j in range(w):
+                        crow[j] = ci[n, j]
+                else:
+                    cv = C[cb, tc, n, d0 // c_per]
+                    for j in range(w):
+                        crow[j] = cv
+                if fast_step:
+                    for j in range(w):
+                        hn = _decay(dtr[j] * ab[n, j], True) * st[n, j] + xr[j] * brow[j]
+                        st[n, j] = hn
+                        yr[j] += hn * crow[j]
+                else:
+                    for j in range(w):
+                        hn = _decay(dtr[j] * ab[n, j], False) * st[n, j] + xr[j] * brow[j]
+                        st[n, j] = hn
+                        yr[j] += hn * crow[j]
+            for j in range(w):
+                o = yr[j]
+                if has_D:
+                    o += ub[j, t] * Db[j]
+                if has_z:
+                    o *= _silu(zb[j, t], fast)
+                outb[j, t] = o
+        for n in range(dstate):
+            for j in range(w):
+                h[b, d0 + j, n] = st[n, j]
+
+
+def _bc_columns(t: torch.Tensor, dim: int, work: torch.dtype) -> tuple[np.ndarray, int]:
+    """B or C as the kernel's (batch or 1, seqlen or 1, dstate, width) array and its channels per column."""
+    if t.dim() == 2:  # (dim, dstate) -> (1, 1, dstate, dim)
+        return t.detach().to(work).t().contiguous()[None, None].numpy(), 1
+    if t.dim() == 3:  # (batch, dstate, seqlen): one group
+        t = t[:, None]
+    groups = t.shape[1]  # (batch, G, dstate, seqlen) -> (batch, seqlen, dstate, G)
+    return t.detach().to(work).permute(0, 3, 2, 1).contiguous().numpy(), dim // groups
+
+
+def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False, *, initial_state=None):
+    """``selective_scan_ref``'s results from one compiled pass over the sequence; forward only.
+
+    Arguments must already be checked (``_checks.scan_shapes``) and on the CPU. Computes in float32
+    (float64 for float64 u); returns out in u's dtype and, with ``return_last_state``, the last state
+    (batch, dim, dstate) in the work dtype. Nothing is recorded for autograd.
+    """
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    arr = lambda t: t.detach().to(work).contiguous().numpy()
+    u_, delta_ = arr(u), arr(delta)
+    z_ = arr(z) if z is not None else u_
+    zeros = np.zeros(dim, dtype=u_.dtype)
+    D_ = arr(D) if D is not None else zeros
+    bias_ = arr(delta_bias) if delta_bias is not None else zeros
+    Bk, b_per = _bc_columns(B, dim, work)
+    Ck, c_per = _bc_columns(C, dim, work)
+    seg = math.gcd(dim if b_per == 1 else b_per, dim if c_per == 1 else c_per)
+    A_ = A.detach().to(work)
+    h = (initial_state.detach().to(work, copy=True).contiguous() if initial_state is not None
+         else torch.zeros(batch, dim, dstate, dtype=work))
+    out = torch.empty(batch, dim, seqlen, dtype=work)
+    with _LAUNCH:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _scan(u_, delta_, z_, D_, bias_, A_.t().contiguous().numpy(), Bk, Ck, b_per, c_per, h.numpy(),
+              out.numpy(), seg, z is not None, D is not None, delta_bias is not None, bool(delta_softplus),
+              work == torch.float32, bool((A_ <= 0).all()))
+    out = out.to(u.dtype)
+    return (out, h) if return_last_state else out
