@@ -9,9 +9,11 @@ are one scalar per (step, state) for a whole block (blocks never cross a group b
 numba has no vectorised ``exp`` without Intel's SVML, and libm's scalar expf costs more than the rest
 of the step, so float32 uses an inlined exp of its own (Cody-Waite reduction, degree-7 polynomial,
 exponent built in the float's bits): within 2 ulp of expf, and vectorised. It is valid for the
-arguments dt * A <= 0 that Mamba always has (dt >= 0, A < 0); the launcher checks that and otherwise,
-and for float64, calls math.exp. Arguments below log(FLT_MIN) + 1 are floored there, as in the
-chunked path (changes results by < 1e-37 absolute).
+arguments dt * A <= 0 that Mamba always has (dt >= 0, A < 0); the kernel checks that for every step
+(A <= 0 everywhere, the step's dt all >= 0) and otherwise, and for float64, calls math.exp.
+Arguments below log(FLT_MIN) + 1 are floored there, as in the chunked path; softplus and SiLU use
+the same exp, so their results below ~1e-37 are off by less than that, absolutely. Everything else
+is the reference's arithmetic (fastmath off).
 
 Imports numba at module level: import this module only through ``chunked.numba_scan()``, which
 returns None where numba is missing.
@@ -128,11 +130,11 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
     """out = (y + u D) silu(z), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = C_t . h_t.
 
     u, delta, z, out: (batch, dim, seqlen); D, bias: (dim,); At: (dstate, dim); B, C: (batch or 1,
-    seqlen or 1, dstate, width) where channel d reads column d // per (per = 1: time-invariant, one
-    column per channel; else dim // ngroups); h: (batch, dim, dstate), the initial state on entry and
-    the last one on exit. Absent z, D, bias are dummies of the right shape, flagged off. Blocks of
-    channels never cross a multiple of ``seg``. fast: float32 with the vectorised exp (module notes);
-    a_nonpos: all A <= 0, so a step whose dt are all >= 0 has dt * A <= 0.
+    seqlen or 1, dstate, width): channel d reads column d // per, or column d where per = 0
+    (time-invariant, one column per channel); per = dim // ngroups otherwise. h: (batch, dim, dstate),
+    the initial state on entry and the last one on exit. Absent z, D, bias are dummies of the right
+    shape, flagged off. Blocks of channels never cross a multiple of ``seg``. fast: float32 with the
+    vectorised exp (module notes); a_nonpos: all A <= 0, so a step whose dt are all >= 0 has dt A <= 0.
     """
     batch, dim, seqlen = u.shape
     dstate = At.shape[0]
@@ -157,9 +159,9 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
             for j in range(w):
                 st[n, j] = h[b, d0 + j, n]
                 ab[n, j] = At[n, d0 + j]
-                if b_per == 1:
+                if b_per == 0:
                     bi[n, j] = B[0, 0, n, d0 + j]
-                if c_per == 1:
+                if c_per == 0:
                     ci[n, j] = C[0, 0, n, d0 + j]
         dtr = np.empty(w, dtype=u.dtype)  # this step's dt, dt * u and y for the block's channels
         xr = np.empty(w, dtype=u.dtype)
@@ -181,14 +183,14 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
                 negative += 0 if v >= 0 else 1
             fast_step = fast and a_nonpos and negative == 0
             for n in range(dstate):
-                if b_per == 1:
+                if b_per == 0:
                     for j in range(w):
                         brow[j] = bi[n, j]
                 else:
                     bv = B[bb, tb, n, d0 // b_per]
                     for j in range(w):
                         brow[j] = bv
-                if c_per == 1:
+                if c_per == 0:
                     for j in range(w):
                         crow[j] = ci[n, j]
                 else:
@@ -218,9 +220,10 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
 
 
 def _bc_columns(t: torch.Tensor, dim: int, work: torch.dtype) -> tuple[np.ndarray, int]:
-    """B or C as the kernel's (batch or 1, seqlen or 1, dstate, width) array and its channels per column."""
+    """B or C as the kernel's (batch or 1, seqlen or 1, dstate, width) array and its channels per column
+    (0: time-invariant, one column per channel)."""
     if t.dim() == 2:  # (dim, dstate) -> (1, 1, dstate, dim)
-        return t.detach().to(work).t().contiguous()[None, None].numpy(), 1
+        return t.detach().to(work).t().contiguous()[None, None].numpy(), 0
     if t.dim() == 3:  # (batch, dstate, seqlen): one group
         t = t[:, None]
     groups = t.shape[1]  # (batch, G, dstate, seqlen) -> (batch, seqlen, dstate, G)
@@ -246,7 +249,7 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     bias_ = arr(delta_bias) if delta_bias is not None else zeros
     Bk, b_per = _bc_columns(B, dim, work)
     Ck, c_per = _bc_columns(C, dim, work)
-    seg = math.gcd(dim if b_per == 1 else b_per, dim if c_per == 1 else c_per)
+    seg = math.gcd(b_per or dim, c_per or dim)
     A_ = A.detach().to(work)
     h = (initial_state.detach().to(work, copy=True).contiguous() if initial_state is not None
          else torch.zeros(batch, dim, dstate, dtype=work))

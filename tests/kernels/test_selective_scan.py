@@ -8,6 +8,8 @@ pass, gradients included; realistic and extreme parameters stay finite; bad argu
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -307,3 +309,147 @@ def test_larger_shape_against_reference_in_float32():
     ref_out, ref_last = run(selective_scan_ref, double(args))
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-5 * ref_out.abs().max())
     assert F.cosine_similarity(last.double().flatten(), ref_last.flatten(), dim=0) > 1 - 1e-9
+
+
+# The numba forward (cpu_numba): what inference on CPU tensors runs when numba is installed.
+
+needs_numba = pytest.mark.skipif(chunked.numba_scan() is None, reason="numba is not installed")
+
+
+def numba_fwd(*args, **kw):
+    return chunked.scan_chunked(*args, engine="numba", **kw)
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from([torch.float32, F64]))
+def test_numba_forward_matches_reference(case, dtype):
+    """Every form of B and C, every option, odd lengths, ngroups > 1; float64 runs the exact exp,
+    float32 the vectorised one (plus the exact one where delta < 0 without softplus)."""
+    kw, _, _ = case
+    args = make_case(**{**kw, "dtype": dtype})
+    out, last = run(numba_fwd, args, kw["softplus"])
+    ref_out, ref_last = run(selective_scan_ref, double(args), kw["softplus"])
+    assert out.dtype == dtype and last.dtype == dtype
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == F64 else dict(rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(out.double(), ref_out, **tol)
+    torch.testing.assert_close(last.double(), ref_last, **tol)
+
+
+@needs_numba
+@pytest.mark.parametrize("delta_max", [None, 5.0, 1e-4])
+def test_numba_forward_realistic_and_extreme_parameters(delta_max):
+    """fp32, Mamba's ranges over 600 steps (as for the torch path): finite and close to float64."""
+    args = realistic(7, 600, delta_max)
+    out, last = run(numba_fwd, args, delta_max is None)
+    ref_out, ref_last = run(selective_scan_ref, double(args), delta_max is None)
+    assert torch.isfinite(out).all() and torch.isfinite(last).all()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-5 * ref_out.abs().max())
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-4, atol=1e-5 * ref_last.abs().max())
+
+
+def ulps(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """|got - want| in units of float32's spacing at want (float64 ``want``)."""
+    spacing = torch.finfo(torch.float32).eps * want.abs().clamp_min(torch.finfo(torch.float32).tiny)
+    return (got.double() - want).abs() / spacing
+
+
+@needs_numba
+def test_numba_fp32_exp_softplus_and_silu_are_within_a_few_ulp():
+    """One step from a unit state isolates each function the fp32 kernel computes its own way:
+    y = exp(dt A) with B = 0, h0 = 1, C = 1; y = softplus(delta) with h0 = 0, u = B = C = 1;
+    out = u silu(z) with B = 0, D = 1."""
+    n = 20001
+    floor = math.log(torch.finfo(torch.float32).tiny) + 1  # exp's floor, as in the chunked path
+    dt = torch.cat([torch.linspace(0, -floor - 1e-3, n - 1000, dtype=F64), torch.linspace(87, 200, 1000, dtype=F64)])
+    dt = dt[None, :, None]  # dt * A from 0 to just above the floor, then below it (A = -1)
+    one = torch.ones(1, n, 1, dtype=F64)
+    f32 = lambda *ts: [t.float() if t is not None else None for t in ts]
+    A, Bz, Cw = -torch.ones(n, 1, dtype=F64), torch.zeros(n, 1, dtype=F64), torch.ones(n, 1, dtype=F64)
+    exp_out = numba_fwd(*f32(one, dt, A, Bz, Cw), initial_state=torch.ones(1, n, 1))
+    assert ulps(exp_out[:, : n - 1000], torch.exp(-dt.float().double()[:, : n - 1000])).max() <= 2
+    below = exp_out[:, n - 1000:]  # floored: tiny, positive, never subnormal
+    assert (below >= torch.finfo(torch.float32).tiny).all() and (below < 1e-37).all()
+
+    raw = torch.linspace(-100, 100, n, dtype=F64)[None, :, None]
+    sp_out = numba_fwd(*f32(one, raw, A, Cw, Cw), delta_softplus=True)
+    want = F.softplus(raw.float().double())
+    tiny = want < 1e-30  # exp(v) below the floor: absolute error only
+    assert ulps(sp_out, want)[~tiny].max() <= 4 and (sp_out[tiny] - want[tiny]).abs().max() < 1e-37
+
+    z = torch.linspace(-90, 90, n, dtype=F64)[None, :, None]
+    silu_out = numba_fwd(*f32(one, one, A, Bz, Cw, torch.ones(n, dtype=F64), z))
+    want = F.silu(z.float().double())
+    tiny = want.abs() < 1e-30  # below the exp floor: absolute error only
+    assert ulps(silu_out, want)[~tiny].max() <= 4 and silu_out[tiny].abs().max() < 1e-30
+
+
+@needs_numba
+def test_numba_positive_decays_take_the_exact_exp():
+    """A > 0 (dt A > 0: a growing state) is outside the fast exp's range: the result still matches."""
+    args = make_case(21, seqlen=15, dtype=torch.float32)
+    args["A"] = args["A"].abs() * 0.3
+    out, last = run(numba_fwd, args)
+    ref_out, ref_last = run(selective_scan_ref, double(args))
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5 * ref_out.abs().max())
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5 * ref_last.abs().max())
+
+
+@needs_numba
+def test_numba_forward_runs_for_inference_and_torch_for_training():
+    args = make_case(22, dtype=torch.float32)
+    tensors = [args[k] for k in INPUTS]
+    assert chunked._choose_engine(None, tensors) == "numba"
+    leaf = args["u"].clone().requires_grad_()
+    assert chunked._choose_engine(None, [leaf, *tensors[1:]]) == "torch"
+    with torch.no_grad():
+        assert chunked._choose_engine(None, [leaf, *tensors[1:]]) == "numba"
+    with pytest.raises(ValueError, match="engine"):
+        chunked._choose_engine("fortran", tensors)
+
+
+@needs_numba
+def test_numba_forward_is_safe_from_several_threads_at_once():
+    """The app scores from several threads; numba's workqueue layer must never see two launches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    args = realistic(23, 200)
+    want = run(numba_fwd, args)[0]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: run(numba_fwd, args)[0], range(8)))
+    for out in outs:
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+def test_without_numba_the_torch_path_serves_inference(monkeypatch):
+    monkeypatch.setattr(chunked, "numba_scan", lambda: None)
+    args = make_case(24, seqlen=40, b_form="grouped", c_form="invariant")
+    assert chunked._choose_engine(None, [args[k] for k in INPUTS]) == "torch"
+    with pytest.raises(RuntimeError, match="numba"):
+        chunked._choose_engine("numba", [args[k] for k in INPUTS])
+    out, last = run(selective_scan_fn, args)
+    ref_out, ref_last = run(selective_scan_ref, args)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(last, ref_last, rtol=1e-10, atol=1e-12)
+
+
+def test_kernels_import_without_numba_and_never_import_it_eagerly():
+    """In a fresh interpreter: importing kernels loads no numba; with numba hidden, inference works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "import kernels\n"
+        "assert 'numba' not in sys.modules, 'kernels imported numba eagerly'\n"
+        "sys.modules['numba'] = None\n"  # as if it were not installed
+        "from kernels.selective_scan import chunked\n"
+        "assert chunked.numba_scan() is None\n"
+        "u = torch.randn(1, 4, 9); A = -torch.rand(4, 2); B = torch.randn(1, 2, 9)\n"
+        "with torch.no_grad():\n"
+        "    out = kernels.selective_scan_fn(u, u.abs(), A, B, B)\n"
+        "assert torch.allclose(out, kernels.selective_scan_ref(u, u.abs(), A, B, B), atol=1e-5)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "SEQMAMBA_BACKEND": "torch"})
+    assert res.returncode == 0, res.stderr
