@@ -159,6 +159,16 @@ class SeqTask(pl.LightningModule):
         self._reseed(2, self.global_step)
 
     # -- optimisation ---------------------------------------------------------------------------
+    # Each task defines ``_step(batch, stage)``: loss and metrics for one batch of one stage.
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
     def configure_optimizers(self) -> dict:
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):

@@ -128,15 +128,6 @@ class ForecastTask(SeqTask):
             self.log(f"{stage}/{name}", m[name], on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
-
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         point, quantiles = _point_and_quantiles(self(batch["x"]))
         return {"point": point.float(), "quantiles": None if quantiles is None else quantiles.float()}

@@ -96,15 +96,6 @@ class TaggingTask(SeqTask):
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
-
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         probs = self(batch["tokens"], batch.get("lengths")).float().softmax(-1)  # (B, L, T, K)
         return {"probabilities": probs, "lengths": batch.get("lengths")}
