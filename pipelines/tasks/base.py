@@ -158,7 +158,6 @@ class SeqTask(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._reseed(2, self.global_step)
 
-    # -- optimisation ---------------------------------------------------------------------------
     # Each task defines ``_step(batch, stage)``: loss and metrics for one batch of one stage.
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -169,6 +168,7 @@ class SeqTask(pl.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
