@@ -112,10 +112,14 @@ tok_s = column("train/device/items_per_sec")
 peak = column("DeviceStatsMonitor.on_train_batch_end/allocated_bytes.all.peak")
 val = column("val/loss")
 steps = json.load(open(os.path.join(pkg, "metrics.json")))["global_step"]  # of the exported checkpoint
-last_step = int(max(column("step"), default=0))
+last = torch.load(os.path.join(run, "checkpoints", "last.ckpt"), map_location="cpu", weights_only=True)
+last_step = last["global_step"]
 resolved = yaml.safe_load(open(os.path.join(run, "config.yaml")))["data"]["init_args"]
 evaluation, held, timing = load("eval.json"), load("heldout_stats.json"), load("timing_stats.json")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+except OSError:  # no git on the machine
+    commit = ""
 device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
 
 out = [f"# Genome gene caller: training and evaluation ({device})", "",
@@ -125,7 +129,7 @@ out = [f"# Genome gene caller: training and evaluation ({device})", "",
        f"{resolved['batch_size']} windows of {resolved['window']:,} bp per step; exported the best "
        f"checkpoint (validation loss), step {steps}"]
 if tok_s:
-    out.append(f"- tokens/s (ThroughputMonitor, mean of the last 10 steps, {len(tok_s)} points): "
+    out.append(f"- tokens/s (ThroughputMonitor, sliding mean, {len(tok_s)} logged points): "
                f"median {statistics.median(tok_s):,.0f}, last {tok_s[-1]:,.0f}")
 out.append(f"- peak allocated GPU memory while training: {gib(max(peak) if peak else None)}")
 if val:
