@@ -9,8 +9,13 @@ warm-up calls; the two implementations alternate within every repeat so that loa
 processes on a shared machine hits both alike. Reported: median wall time and median process CPU
 time (the sum over threads; less sensitive to other processes than wall time).
 
+The forward also times the numba engine (``cpu_numba``, what inference runs when numba is installed;
+forward only), and ``--first-call`` the latency of a fresh process's first numba call, with numba's
+on-disk cache cold (JIT compile) and warm.
+
     .venv/bin/python benchmarks/bench_cpu_scan.py                 # the issue's table
     .venv/bin/python benchmarks/bench_cpu_scan.py --sweep 32,45,64x4096,23x1024   # chunk x block plans
+    .venv/bin/python benchmarks/bench_cpu_scan.py --first-call    # numba compile / cache-load latency
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -108,6 +116,39 @@ def chunked_with(plan: str):
     return impl
 
 
+def numba_engine(u, delta, A, B, C):
+    return chunked.scan_chunked(u, delta, A, B, C, engine="numba")
+
+
+FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import torch
+from kernels.selective_scan import chunked
+t1 = time.perf_counter()
+for dtype in (torch.float32, torch.float64):
+    u = torch.randn(2, 8, 30, dtype=dtype)
+    with torch.no_grad():
+        chunked.scan_chunked(u, u.abs(), -torch.rand(8, 4, dtype=dtype), u[:, :4], u[:, :4], engine="numba")
+    t2 = time.perf_counter()
+    print(f"{t2 - t1:.2f}", end=" ")
+    t1 = t2
+print()
+"""
+
+
+def first_call() -> None:
+    """A fresh interpreter's first numba call per dtype, cold (empty NUMBA_CACHE_DIR) then warm."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        print("| numba cache | first float32 call | then first float64 call |\n|---|---|---|")
+        for state in ("cold (compiles)", "warm (loads)", "warm (loads)"):
+            res = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True,
+                                 check=True)
+            f32, f64 = res.stdout.split()
+            print(f"| {state} | {f32} s | {f64} s |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -119,7 +160,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--sweep", default="", help="comma-separated plans T or TxBLOCK (chunk length x block length): "
                                                 "time only the chunked path with each")
+    p.add_argument("--first-call", action="store_true", help="time a fresh process's first numba calls only")
     args = p.parse_args()
+    if args.first_call:
+        first_call()
+        return
     torch.set_num_threads(args.threads)
     inputs = make_inputs(args.batch, args.dim, args.dstate, args.seqlen)
     lanes = args.batch * args.dim * args.dstate
@@ -138,18 +183,23 @@ def main() -> None:
                 print(f"| {mode} | {p} | {w * 1e3:.1f} ms | {c * 1e3:.1f} ms |")
         return
 
-    with torch.no_grad():  # the two agree before anything is timed
-        ref, out = loop_scan(*inputs), chunked.scan_chunked(*inputs)
-    err = float((out - ref).norm() / ref.norm())
-    print(f"# relative difference chunked vs loop: {err:.1e}")
-    print("| pass | loop over time steps | chunked | speed-up (wall) | speed-up (cpu) |")
-    print("|---|---|---|---|---|")
+    impls = {"loop": loop_scan, "chunked": lambda *a: chunked.scan_chunked(*a, engine="torch")}
+    if chunked.numba_scan() is not None:
+        impls["numba"] = numba_engine
+    with torch.no_grad():  # all agree before anything is timed
+        ref = loop_scan(*inputs)
+        for name, impl in list(impls.items())[1:]:
+            out = impl(*inputs)
+            print(f"# relative difference {name} vs loop: {float((out - ref).norm() / ref.norm()):.1e}")
+    print("| pass | implementation | wall | cpu | speed-up vs loop (wall) | speed-up vs loop (cpu) |")
+    print("|---|---|---|---|---|---|")
     for mode, wrap in (("forward", forward_only), ("forward+backward", forward_backward)):
-        res = compare({"loop": wrap(loop_scan, inputs), "chunked": wrap(chunked.scan_chunked, inputs)},
-                      args.warmup, args.repeats)
-        (lw, lc), (cw, cc) = res["loop"], res["chunked"]
-        print(f"| {mode} | {lw * 1e3:.1f} ms ({lc * 1e3:.0f} ms cpu) | {cw * 1e3:.1f} ms ({cc * 1e3:.0f} ms cpu) "
-              f"| {lw / cw:.1f}x | {lc / cc:.1f}x |")
+        # numba is a forward engine: training (fwd+bwd) always runs the chunked torch path
+        cases = {name: wrap(impl, inputs) for name, impl in impls.items() if mode == "forward" or name != "numba"}
+        res = compare(cases, args.warmup, args.repeats)
+        lw, lc = res["loop"]
+        for name, (w, c) in res.items():
+            print(f"| {mode} | {name} | {w * 1e3:.1f} ms | {c * 1e3:.0f} ms | {lw / w:.1f}x | {lc / c:.1f}x |")
     print(f"# load average {os.getloadavg()[0]:.1f} at end")
 
 
