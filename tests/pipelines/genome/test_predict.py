@@ -257,3 +257,23 @@ def test_command_line_writes_calls_and_stats(tmp_path, capsys):
     save_package(MambaClassifier(n_classes=2, d_model=8, n_layer=1), tmp_path / "clf")
     assert main([str(tmp_path / "clf"), str(fasta), "-o", str(out)]) == 2
     assert "gene calling needs a tagger" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_gpu_stitching_matches_the_cpu(tmp_path):
+    import copy
+
+    model = sharp_tagger(seed=5)
+    tokens = lambda_tokens(20_000)
+    cpu = predict_probabilities(model, tokens, window=8000, overlap=1000)
+    gpu_model = copy.deepcopy(model).cuda()
+    fp32 = predict_probabilities(gpu_model, tokens, window=8000, overlap=1000, batch_windows=4, autocast=False)
+    np.testing.assert_allclose(fp32.probs, cpu.probs, atol=2e-3)
+    bf16 = predict_probabilities(gpu_model, tokens, window=8000, overlap=1000, batch_windows=4)  # autocast on CUDA
+    assert np.quantile(np.abs(bf16.probs - cpu.probs), 0.99) < 0.05
+
+    summary = annotate_genome(gpu_model, LAMBDA_FASTA, tmp_path / "lambda.gff3", window=20_000, overlap=2_000,
+                              progress=False)
+    assert summary.peak_gpu_bytes > 0 and summary.bases == 48_502
+    read_gff3(tmp_path / "lambda.gff3")
