@@ -40,7 +40,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,6 +50,7 @@ import torch
 
 from pipelines.data.alphabet import tokenize
 from pipelines.data.errors import InputError
+from pipelines.genome.annotation import CDS
 from pipelines.genome.decoder import DecoderConfig, coding_probability, decode
 from pipelines.genome.gff3 import write_bedgraph, write_gff3
 from seqmodels import vocab
@@ -238,6 +239,86 @@ def _atomic_path(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class GenomeCalls:
+    """Gene calls of a set of sequences, with what writing and plotting them needs."""
+
+    calls: list[CDS]
+    sequences: dict[str, tuple[int, bool]]  # seqid -> (length, circular), in input order
+    texts: dict[str, str]  # seqid -> upper-case ACGTN sequence
+    coding: dict[str, np.ndarray]  # seqid -> (seqlen, 2) float32 P(coding) per strand; empty unless kept
+    summary: AnnotationSummary
+
+
+def call_genes(
+    model: torch.nn.Module,
+    records: Iterable,
+    *,
+    genetic_code: int = 11,
+    min_len: int = 90,
+    window: int = DEFAULT_WINDOW,
+    overlap: int = DEFAULT_OVERLAP,
+    circular: bool = False,
+    batch_windows: int | None = None,
+    decoder: DecoderConfig | None = None,
+    autocast: bool | None = None,
+    keep_coding: bool = True,
+    progress: bool = False,
+    source: str | None = None,
+) -> GenomeCalls:
+    """Gene calls on DNA ``records`` (anything with ``.id`` and ``.seq``, e.g. ``read_sequences`` output).
+
+    The model (a tagger with 2 strand tracks x 4 classes, on whatever device it is) reads each
+    record in stitched windows (:func:`predict_probabilities`); the part-1 decoder turns the
+    probabilities into gene calls with start and stop codons of ``genetic_code`` and at least
+    ``min_len`` bp (``decoder`` overrides every decoder setting). ``circular`` treats every record
+    as a circular molecule (context and genes across the origin). ``keep_coding`` keeps each
+    record's per-base coding probability (8 bytes per base). ``batch_windows`` defaults to 8 on a
+    GPU, 1 on a CPU. ``source`` names the input in error messages.
+    """
+    check_tagger(model)
+    cfg = decoder or DecoderConfig(min_length=min_len)
+    device = _device(model)
+    batch_windows = batch_windows or (8 if device.type == "cuda" else 1)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    seconds_model = seconds_decode = gap = 0.0
+    calls: list[CDS] = []
+    sequences: dict[str, tuple[int, bool]] = {}
+    texts: dict[str, str] = {}
+    coding: dict[str, np.ndarray] = {}
+    for record in records:
+        try:
+            tokens = tokenize(record.seq)  # (seqlen,) int8; IUPAC ambiguity codes become N
+            if len(tokens) == 0:
+                raise InputError("empty sequence")
+        except InputError as err:
+            raise InputError(err.reason, file=source, record=repr(record.id)) from None
+        if record.id in sequences:
+            raise InputError("duplicate record id", file=source, record=repr(record.id))
+        t0 = time.perf_counter()
+        stitched = predict_probabilities(model, tokens, window=window, overlap=overlap, circular=circular,
+                                         batch_windows=batch_windows, autocast=autocast, progress=progress,
+                                         desc=record.id)
+        t1 = time.perf_counter()
+        text = vocab.decode(tokens)  # upper-case ACGTN, as the decoder reads it
+        calls += decode(text, stitched.probs, seqid=record.id, transl_table=genetic_code, circular=circular,
+                        config=cfg)
+        seconds_model, seconds_decode = seconds_model + t1 - t0, seconds_decode + time.perf_counter() - t1
+        sequences[record.id], texts[record.id] = (len(tokens), circular), text
+        if keep_coding:
+            coding[record.id] = coding_probability(stitched.probs)  # (seqlen, 2) float32
+        gap = max(gap, stitched.max_seam_gap)
+        del stitched  # the (seqlen, 2, 4) probabilities: only one record's at a time
+    if not sequences:
+        raise InputError("no sequence to annotate", file=source)
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    summary = AnnotationSummary(len(sequences), sum(n for n, _ in sequences.values()), len(calls), gap, window,
+                                overlap, seconds_model, seconds_decode, time.perf_counter() - start, peak)
+    return GenomeCalls(calls, sequences, texts, coding, summary)
+
+
 def annotate_genome(
     model: torch.nn.Module,
     fasta_path: str | os.PathLike,
@@ -254,60 +335,26 @@ def annotate_genome(
     autocast: bool | None = None,
     progress: bool = True,
 ) -> AnnotationSummary:
-    """Call genes on every record of a FASTA (plain or gzip) and write them as GFF3 to ``out_gff3``.
-
-    The model (a tagger with 2 strand tracks x 4 classes, on whatever device it is) reads each
-    record in stitched windows (:func:`predict_probabilities`); the part-1 decoder turns the
-    probabilities into gene calls with start and stop codons of ``genetic_code`` and at least
-    ``min_len`` bp (``decoder`` overrides every decoder setting). ``circular`` treats every record
-    as a circular molecule (context and genes across the origin). ``bedgraph``: also write the
-    per-base coding probability of each strand. ``batch_windows`` defaults to 8 on a GPU, 1 on a CPU.
-    """
+    """Call genes on every record of a FASTA (plain or gzip) and write them as GFF3 to ``out_gff3``
+    (and, with ``bedgraph``, the per-base coding probability of each strand), each through a
+    temporary file renamed into place. Settings as in :func:`call_genes`."""
     from pipelines.data.fasta import read_sequences
 
     check_tagger(model)
-    cfg = decoder or DecoderConfig(min_length=min_len)
-    device = _device(model)
-    batch_windows = batch_windows or (8 if device.type == "cuda" else 1)
-    out_gff3 = Path(out_gff3)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    seconds_model = seconds_decode = 0.0
-    calls, lengths, texts, coding = [], {}, {}, {}
-    gap, bases = 0.0, 0
-    for record in read_sequences(fasta_path):
-        try:
-            tokens = tokenize(record.seq)  # (seqlen,) int8; IUPAC ambiguity codes become N
-        except InputError as err:
-            raise InputError(err.reason, file=os.fspath(fasta_path), record=repr(record.id)) from None
-        t0 = time.perf_counter()
-        stitched = predict_probabilities(model, tokens, window=window, overlap=overlap, circular=circular,
-                                         batch_windows=batch_windows, autocast=autocast, progress=progress,
-                                         desc=record.id)
-        t1 = time.perf_counter()
-        text = vocab.decode(tokens)  # upper-case ACGTN, as the decoder reads it
-        calls += decode(text, stitched.probs, seqid=record.id, transl_table=genetic_code, circular=circular,
-                        config=cfg)
-        seconds_decode += time.perf_counter() - t1
-        seconds_model += t1 - t0
-        lengths[record.id], texts[record.id] = (len(tokens), circular), text
-        if bedgraph is not None:
-            coding[record.id] = coding_probability(stitched.probs)  # (seqlen, 2) float32
-        gap, bases = max(gap, stitched.max_seam_gap), bases + len(tokens)
-        del stitched
-    if not lengths:
-        raise InputError("no sequence to annotate", file=os.fspath(fasta_path))
-    with _atomic_path(out_gff3) as tmp:
-        write_gff3(tmp, calls, lengths, sequence=texts)
+    result = call_genes(model, read_sequences(fasta_path), genetic_code=genetic_code, min_len=min_len,
+                        window=window, overlap=overlap, circular=circular, batch_windows=batch_windows,
+                        decoder=decoder, autocast=autocast, keep_coding=bedgraph is not None, progress=progress,
+                        source=os.fspath(fasta_path))
+    write_start = time.perf_counter()
+    with _atomic_path(Path(out_gff3)) as tmp:
+        write_gff3(tmp, result.calls, result.sequences, sequence=result.texts)
     if bedgraph is not None:
         with _atomic_path(Path(bedgraph)) as tmp:
-            write_bedgraph(tmp, coding)
-    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
-    summary = AnnotationSummary(len(lengths), bases, len(calls), gap, window, overlap, seconds_model,
-                                seconds_decode, time.perf_counter() - start, peak)
-    log.info("%s: %d genes on %d sequences (%d bp) in %.1f s", fasta_path, len(calls), len(lengths), bases,
-             summary.seconds_total)
+            write_bedgraph(tmp, result.coding)
+    summary = result.summary
+    summary.seconds_total += time.perf_counter() - write_start
+    log.info("%s: %d genes on %d sequences (%d bp) in %.1f s", fasta_path, summary.genes, summary.sequences,
+             summary.bases, summary.seconds_total)
     return summary
 
 

@@ -70,7 +70,7 @@ def train_tagger(codons, steps, seed=0, window=512, batch=4, lr=0.01):
     return model.eval()
 
 
-def call_genes(model, genome, tmp_path, **kwargs):
+def calls_of(model, genome, tmp_path, **kwargs):
     """Gene calls of ``model`` on ``genome`` through a FASTA file and annotate_genome's GFF3."""
     fasta, gff = tmp_path / f"{genome.id}.fa", tmp_path / f"{genome.id}.gff3"
     fasta.write_text(f">{genome.id}\n{genome.seq}\n")
@@ -90,9 +90,9 @@ def test_tiny_model_learns_to_find_planted_orfs(trained, tmp_path):
     assert len(unseen.cds) >= 20
     # Windows shorter than the genome, so the calls go through the stitching as well.
     kwargs = {"window": 5000, "overlap": 1000, "min_len": 150}
-    before = evaluate(call_genes(train_tagger(STRONG_CODONS, steps=0), unseen, tmp_path, **kwargs), unseen.cds,
+    before = evaluate(calls_of(train_tagger(STRONG_CODONS, steps=0), unseen, tmp_path, **kwargs), unseen.cds,
                       {unseen.id: len(unseen)})
-    after = evaluate(call_genes(trained, unseen, tmp_path, **kwargs), unseen.cds, {unseen.id: len(unseen)})
+    after = evaluate(calls_of(trained, unseen, tmp_path, **kwargs), unseen.cds, {unseen.id: len(unseen)})
     assert before.matched_reference <= 0.2 * len(unseen.cds)  # the decoder alone does not find them
     assert after.sensitivity >= 0.8 and after.precision >= 0.8
     assert after.coding_f1 >= 0.85
@@ -123,7 +123,7 @@ def test_briefly_trained_model_writes_valid_gff3_for_lambda(trained, tmp_path):
 def test_learns_planted_genes_with_realistic_codon_usage(tmp_path):
     model = train_tagger(USAGE_CODONS, steps=200, window=1024)
     unseen = planted_genome(40_000, seed=11, codons=USAGE_CODONS, seqid="unseen")
-    metrics = evaluate(call_genes(model, unseen, tmp_path, window=10_000, overlap=2_000), unseen.cds,
+    metrics = evaluate(calls_of(model, unseen, tmp_path, window=10_000, overlap=2_000), unseen.cds,
                        {unseen.id: len(unseen)})
     assert metrics.sensitivity >= 0.9 and metrics.precision >= 0.9
     assert metrics.exact_start >= 0.8 and metrics.coding_f1 >= 0.9

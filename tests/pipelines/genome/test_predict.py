@@ -23,6 +23,7 @@ from pipelines.genome.predict import (
     Tile,
     annotate_genome,
     batch_tokens,
+    call_genes,
     main,
     plan_tiles,
     predict_probabilities,
@@ -231,6 +232,24 @@ def test_bad_input_is_named(tmp_path):
         annotate_genome(classifier, LAMBDA_FASTA, tmp_path / "x.gff3", progress=False)
     with pytest.raises(ValueError, match="batch_windows"):
         predict_probabilities(model, lambda_tokens(100), batch_windows=0)
+
+
+def test_in_memory_records_for_the_app():
+    model = sharp_tagger(seed=6, n_layer=1)
+    rng = np.random.default_rng(2)
+    records = [SimpleNamespace(id="a", seq="".join(rng.choice(list("ACGT"), 1500))),
+               SimpleNamespace(id="b", seq="ACGT")]
+    result = call_genes(model, records, window=1000, overlap=100, decoder=DecoderConfig(min_length=60, min_score=-1e9))
+    assert result.sequences == {"a": (1500, False), "b": (4, False)} and result.texts["b"] == "ACGT"
+    assert {k: v.shape for k, v in result.coding.items()} == {"a": (1500, 2), "b": (4, 2)}
+    assert result.summary.genes == len(result.calls) > 0 and {c.seqid for c in result.calls} == {"a"}
+    assert call_genes(model, records[:1], window=1000, overlap=100, keep_coding=False).coding == {}
+    with pytest.raises(InputError, match="upload.fa, record 'b'.*duplicate"):
+        call_genes(model, [records[1], records[1]], source="upload.fa")
+    with pytest.raises(InputError, match="record 'e'.*empty"):
+        call_genes(model, [SimpleNamespace(id="e", seq="")])
+    with pytest.raises(InputError, match="no sequence"):
+        call_genes(model, [])
 
 
 def test_batch_tokens_counts_real_tokens_only():
