@@ -7,6 +7,12 @@ small state file. An interrupted run started again with the same command continu
 complete chunk (same chunks, so the same numbers); at the end the parts are joined into a
 temporary file that is renamed to OUTPUT. CSV or Parquet is chosen by OUTPUT's suffix. Ids that a
 spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``) are escaped in CSV.
+
+A gene caller (a tagger package with 2 strand tracks x 4 classes) writing to a ``.gff3``/``.gff``
+OUTPUT calls genes on every record instead (``pipelines.genome.predict.annotate_genome``: stitched
+windows, the part-1 decoder), optionally with the per-base coding probability as ``--bedgraph``.
+Each file is written to a temporary file renamed into place; a genome is scored in one pass, so an
+interrupted run starts again from the beginning.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pipelines.runs import write_json_atomic
 log = logging.getLogger(__name__)
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+GFF3_SUFFIXES = (".gff3", ".gff")
 STATE = "state.json"
 
 
@@ -262,12 +269,36 @@ def forecast_file(model: torch.nn.Module, config: dict[str, Any], input_path: Pa
     return {"series": frame.shape[1], "rows": len(result)}
 
 
+def call_genes_file(model: torch.nn.Module, config: dict[str, Any], input_path: Path, output: Path, *,
+                    bedgraph: Path | None, genetic_code: int, min_len: int, circular: bool,
+                    progress: bool = True) -> dict[str, Any]:
+    """Gene calls of every record of a genome FASTA into the GFF3 ``output`` (and the per-base coding
+    probability into ``bedgraph``); returns the run's summary as a dict. Raises ``ValueError`` when
+    the package is not a gene caller (a tagger with 2 strand tracks x 4 classes)."""
+    from pipelines.genome.decoder import DecoderConfig, codon_tables
+    from pipelines.genome.predict import annotate_genome, check_tagger
+
+    if config.get("task") != "tagging":
+        raise ValueError(f"GFF3 output needs a gene caller (a tagging package); this is a {config.get('task')!r} "
+                         "model: write .csv or .parquet instead")
+    check_tagger(model)
+    # Settings are checked before the model runs, not after minutes of it.
+    codon_tables(genetic_code)
+    DecoderConfig(min_length=min_len)
+    if bedgraph is not None:
+        bedgraph.parent.mkdir(parents=True, exist_ok=True)
+    summary = annotate_genome(model, input_path, output, bedgraph, genetic_code=genetic_code, min_len=min_len,
+                              circular=circular, progress=progress)
+    return summary.as_dict()
+
+
 # ---------------------------------------------------------------------------------------- CLI
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="seqmamba score", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a bundled model name (see 'seqmamba models') or a package folder")
     parser.add_argument("input", type=Path, help="FASTA/FASTQ (plain or gzip), id,sequence table, or series CSV")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output file: .csv or .parquet")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="output file: .csv or .parquet; .gff3 (or .gff) for gene calls with a gene caller")
     parser.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                         help="a bad record stops the run (fail) or is left out and listed (skip)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
@@ -275,10 +306,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--horizon", type=int, help="forecast steps (default: the model's horizon)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     parser.add_argument("--restart", action="store_true", help="discard an interrupted run's progress")
+    genes = parser.add_argument_group("gene calling (a gene-caller package and a .gff3 output)")
+    genes.add_argument("--bedgraph", type=Path, help="also write the per-base coding probability per strand")
+    genes.add_argument("--genetic-code", type=int, default=11,
+                       help="NCBI translation table of the start and stop codons (default 11; 4 for Mycoplasma)")
+    genes.add_argument("--min-len", type=int, default=90, help="shortest gene in bp, stop codon included (default 90)")
+    genes.add_argument("--circular", action="store_true", help="the records are circular (context and genes "
+                       "across the origin)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.chunk_size < 1:
         parser.error("--batch-size and --chunk-size must be at least 1")
+    gene_calling = args.output.suffix.lower() in GFF3_SUFFIXES
+    if not gene_calling and (args.bedgraph or args.circular or args.genetic_code != 11 or args.min_len != 90):
+        parser.error("--bedgraph, --genetic-code, --min-len and --circular need a .gff3 (or .gff) output")
 
     from pipelines.models import resolve_model
     from seqmodels.package import PackageError, load_package
@@ -291,6 +332,14 @@ def main(argv: list[str]) -> int:
         if not args.input.is_file():
             raise InputError("no such file", file=str(args.input))
         args.output.parent.mkdir(parents=True, exist_ok=True)
+        if gene_calling:
+            summary = call_genes_file(model, config, args.input, args.output, bedgraph=args.bedgraph,
+                                      genetic_code=args.genetic_code, min_len=args.min_len, circular=args.circular,
+                                      progress=not args.no_progress)
+            extra = f" and {args.bedgraph}" if args.bedgraph else ""
+            print(f"{summary['genes']:,} genes on {summary['sequences']:,} sequences ({summary['bases']:,} bp) in "
+                  f"{summary['seconds_total']:.1f} s -> {args.output}{extra}", file=sys.stderr)
+            return 0
         if config.get("task") == "forecasting":
             summary = forecast_file(model, config, args.input, args.output, args.horizon)
             print(f"{summary['series']} series, {summary['rows']} forecast rows -> {args.output}", file=sys.stderr)

@@ -259,3 +259,80 @@ def test_app_command_runs_streamlit_on_the_app_file_by_path():
     code = ("import sys, pipelines.app_cmd, pipelines.score_cmd, pipelines.models, pipelines.scoring; "
             "sys.exit(any(m == 'app' or m.startswith('app.') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+# --- gene calling: `seqmamba score GENE_CALLER genome.fa -o genes.gff3` ------------------------------------
+
+LAMBDA_FA = REPO / "data" / "samples" / "phage_lambda_NC_001416.fa"
+
+
+@pytest.fixture(scope="module")
+def gene_caller_pkg(tmp_path_factory):
+    """A tiny random gene caller (2 strand tracks x 4 classes) whose head is scaled up, so its
+    per-base probabilities spread over [0, 1] instead of sitting near 1/4."""
+    torch.manual_seed(2)
+    model = MambaTagger(n_tracks=2, n_classes=4, d_model=8, n_layer=1, d_state=4, bidirectional=True,
+                        rc_equivariant=True, track_names=("forward", "reverse"),
+                        class_names=("noncoding", "codon1", "codon2", "codon3"))
+    with torch.no_grad():
+        model.head.weight.mul_(10.0)
+    return save_package(model, tmp_path_factory.mktemp("pkg") / "genes")
+
+
+def test_score_with_a_gene_caller_writes_what_annotate_genome_writes(gene_caller_pkg, tmp_path, capsys):
+    from Bio.Seq import Seq
+
+    from pipelines.genome.decoder import codon_tables
+    from pipelines.genome.gff3 import read_gff3
+    from pipelines.genome.predict import annotate_genome
+
+    out, track = tmp_path / "calls" / "genes.gff3", tmp_path / "coding.bedgraph"
+    assert seqmamba(["score", str(gene_caller_pkg), str(LAMBDA_FA), "-o", str(out), "--bedgraph", str(track),
+                     "--min-len", "120", "--no-progress"]) == 0
+    assert "on 1 sequences (48,502 bp)" in capsys.readouterr().err
+    # The same bytes as the genome pipeline with the same settings: score only routes to it.
+    model, _, _ = load_package(gene_caller_pkg)
+    annotate_genome(model, LAMBDA_FA, tmp_path / "direct.gff3", tmp_path / "direct.bedgraph", min_len=120,
+                    progress=False)
+    assert out.read_bytes() == (tmp_path / "direct.gff3").read_bytes()
+    assert track.read_bytes() == (tmp_path / "direct.bedgraph").read_bytes()
+    # Valid GFF3 that the part-1 reader parses; every call an ORF of the standard code, 120 bp or more.
+    calls, lengths = read_gff3(out)
+    assert lengths == {"NC_001416.1": 48_502}
+    text = next(read_sequences(LAMBDA_FA)).seq.upper()
+    is_start, is_stop = codon_tables(11)
+    ids = lambda codon: 16 * "ACGT".index(codon[0]) + 4 * "ACGT".index(codon[1]) + "ACGT".index(codon[2])
+    for c in calls:
+        (start, end, strand), = c.parts
+        gene = text[start:end] if strand == 1 else str(Seq(text[start:end]).reverse_complement())
+        assert len(gene) % 3 == 0 and (len(gene) >= 120 or c.partial5 or c.partial3)
+        assert c.partial5 or is_start[ids(gene[:3])], f"{c.id} does not begin with a start codon"
+        assert c.partial3 or is_stop[ids(gene[-3:])], f"{c.id} does not end with a stop codon"
+    # The probability track: one bedGraph track per strand, each covering every base, values in [0, 1].
+    lines = track.read_text().splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("track ")]
+    assert len(headers) == 2
+    for a, b in zip(headers, [*headers[1:], len(lines)]):
+        rows = pd.DataFrame([line.split("\t") for line in lines[a + 1 : b]]).astype({1: int, 2: int, 3: float})
+        assert set(rows[0]) == {"NC_001416.1"} and rows[1].iloc[0] == 0 and rows[2].iloc[-1] == 48_502
+        assert (rows[1].iloc[1:].to_numpy() == rows[2].iloc[:-1].to_numpy()).all()  # contiguous
+        assert rows[3].between(0, 1).all() and rows[3].nunique() > 10
+    assert not list((tmp_path / "calls").glob(".*"))  # written through temporary files renamed into place
+
+
+def test_score_gff3_refuses_what_is_not_a_gene_caller_or_a_genome(classifier_pkg, gene_caller_pkg, tmp_path,
+                                                                  capsys):
+    out = tmp_path / "genes.gff3"
+    assert seqmamba(["score", str(classifier_pkg), str(LAMBDA_FA), "-o", str(out)]) == 2
+    assert "GFF3 output needs a gene caller" in capsys.readouterr().err and not out.exists()
+    assert seqmamba(["score", str(gene_caller_pkg), str(LAMBDA_FA), "-o", str(out), "--genetic-code", "99"]) == 2
+    assert "not an NCBI genetic code" in capsys.readouterr().err and not out.exists()
+    protein = tmp_path / "protein.fa"
+    protein.write_text(">p1\nMKVLLAEEFFPQWRRSTLLKPEEFF\n")
+    assert seqmamba(["score", str(gene_caller_pkg), str(protein), "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "protein.fa" in err and "'p1'" in err and "Traceback" not in err and not out.exists()
+    with pytest.raises(SystemExit) as exit_info:  # gene-calling options without a GFF3 output
+        seqmamba(["score", str(gene_caller_pkg), str(LAMBDA_FA), "-o", str(tmp_path / "t.csv"), "--bedgraph",
+                  str(tmp_path / "c.bedgraph")])
+    assert exit_info.value.code == 2
