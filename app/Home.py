@@ -11,6 +11,7 @@ st.set_page_config(page_title="seqmamba", page_icon=":dna:", layout="wide")
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/dna.py", title="DNA", icon=":material/genetics:"),
+    st.Page("pages/genome.py", title="Genome", icon=":material/biotech:"),
     st.Page("pages/forecast.py", title="Forecast", icon=":material/show_chart:"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
 ]

@@ -6,6 +6,8 @@ long sequence or a long price history can be inspected without re-running the pa
 
 from __future__ import annotations
 
+import warnings
+
 import altair as alt
 import pandas as pd
 
@@ -116,3 +118,59 @@ def forecast_chart(history: pd.DataFrame, forecast: pd.DataFrame) -> alt.LayerCh
         )
         layers.insert(1, band)
     return alt.layer(*layers, title="History and forecast").properties(height=320)
+
+
+_STRAND_COLOURS = alt.Scale(domain=["+", "-"], range=["#1f77b4", "#ff7f0e"])
+
+
+def genome_track(genes: pd.DataFrame, coding: pd.DataFrame, start: int, end: int) -> alt.VConcatChart:
+    """Called genes per strand above the per-base coding probability, on one zoomable axis.
+
+    ``genes`` has columns ``id``, ``strand`` ("+"/"-"), ``start``, ``end`` (1-based inclusive) and
+    ``length_bp``; ``coding`` has ``position``, ``strand`` and ``probability`` (already binned for
+    display). ``start``/``end`` set the window shown first; drag or scroll on either panel to zoom
+    both, which share the x axis.
+    """
+    for name, frame, needed in (("genes", genes, {"id", "strand", "start", "end"}),
+                                ("coding", coding, {"position", "strand", "probability"})):
+        missing = needed - set(frame.columns)
+        if missing:
+            raise ValueError(f"{name}: missing columns {sorted(missing)}")
+    if start > end:
+        raise ValueError(f"start ({start}) is after end ({end})")
+    zoom = _x_zoom()
+    scale = alt.Scale(domain=[start - 0.5, end + 0.5], nice=False)
+    colour = alt.Color("strand:N", scale=_STRAND_COLOURS, title="strand")
+    # Each gene covers its bases fully: from the left edge of its first base to the right edge of its last.
+    lanes = (
+        alt.Chart(genes.assign(x0=genes["start"] - 0.5, x1=genes["end"] + 0.5), title="Called genes")
+        .mark_bar(height=16, cornerRadius=2)
+        .encode(
+            x=alt.X("x0:Q", scale=scale, title=None),
+            x2="x1:Q",
+            y=alt.Y("strand:N", sort=["+", "-"], title="strand"),
+            color=colour,
+            tooltip=["id:N", "strand:N", alt.Tooltip("start:Q", format=","), alt.Tooltip("end:Q", format=","),
+                     alt.Tooltip("length_bp:Q", title="length (bp)", format=",")],
+        )
+        .add_params(zoom)
+        .properties(height=90)
+    )
+    probability = (
+        alt.Chart(coding, title="Coding probability")
+        .mark_line(interpolate="step-after", strokeWidth=1)
+        .encode(
+            x=alt.X("position:Q", scale=scale, title="position (bp)"),
+            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), title="P(coding)"),
+            color=colour,
+            tooltip=[alt.Tooltip("position:Q", format=","), "strand:N",
+                     alt.Tooltip("probability:Q", format=".3f")],
+        )
+        .add_params(zoom)
+        .properties(height=180)
+    )
+    # One zoom on both panels is what we want; Altair merges the two copies of the parameter and
+    # warns that it did (vega/altair#3891).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        return alt.vconcat(lanes, probability).resolve_scale(x="shared")

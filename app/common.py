@@ -12,6 +12,7 @@ import atexit
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,24 +133,31 @@ def package_uploader(key: str) -> None:
              "Weights load through safetensors only; pickled files are refused.")
     if upload is None:
         return
+    data = upload.getvalue()
+    known = hashlib.sha256(data).hexdigest()[:16] in st.session_state.get("uploaded_models", {})
     try:
-        entry = add_uploaded_package(upload.name, upload.getvalue())
+        entry = add_uploaded_package(upload.name, data)
     except (InputError, ValueError, OSError) as exc:
         show_error(exc)
-    else:
-        st.success(f"Added model {entry.name!r}.")
+        return
+    if not known:
+        st.rerun()  # the model pickers above this uploader were drawn without the new package
+    st.success(f"Added model {entry.name!r}.")
 
 
-def model_picker(task: str, key: str) -> ModelEntry | None:
-    """A select box of the models (bundled and uploaded) whose config has ``task``; None if none."""
+def model_picker(task: str, key: str, *, accept: Callable[[LoadedModel], bool] | None = None,
+                 none_message: str | None = None) -> ModelEntry | None:
+    """A select box of the models (bundled and uploaded) whose config has ``task`` (and that
+    ``accept`` approves, when given); None, with ``none_message`` as a warning, if there are none."""
     entries = []
     for entry in bundled_models() + uploaded_models():
         try:
-            if load_model(entry).config.get("task") == task:
-                entries.append(entry)
+            loaded = load_model(entry)
         except (InputError, ValueError, OSError):
             continue  # broken packages are listed, with their error, on the Models page
+        if loaded.config.get("task") == task and (accept is None or accept(loaded)):
+            entries.append(entry)
     if not entries:
-        st.warning(f"No {task} model found. Add a package below or on the Models page.")
+        st.warning(none_message or f"No {task} model found. Add a package below or on the Models page.")
         return None
     return st.selectbox("Model", entries, format_func=lambda e: e.label, key=key)

@@ -6,16 +6,21 @@ from app import common
 
 st.title("seqmamba")
 st.markdown(
-    "Mamba selective state-space models for **DNA** and **price series**, on this computer. "
+    "Mamba selective state-space models for **DNA**, **genomes** and **price series**, on this computer. "
     "Upload a FASTA or CSV file, pick a model, and see and download the predictions. "
     "Nothing leaves this machine: the app listens on 127.0.0.1 only."
 )
 
-left, middle, right = st.columns(3)
+left, genome, middle, right = st.columns(4)
 with left:
     st.subheader("DNA")
     st.write("Classify sequences from FASTA/FASTQ (plain or gzip), see which bases drive each prediction.")
     st.page_link("pages/dna.py", label="Score DNA", icon=":material/genetics:")
+with genome:
+    st.subheader("Genome")
+    st.write("Call the genes of a small genome, see them along the sequence with the coding probability, "
+             "download GFF3.")
+    st.page_link("pages/genome.py", label="Annotate a genome", icon=":material/biotech:")
 with middle:
     st.subheader("Forecast")
     st.write("Forecast series from a CSV (wide or long) with prediction intervals and a back-test.")

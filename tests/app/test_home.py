@@ -22,6 +22,6 @@ def test_home_links_every_page_and_states_the_upload_limit():
     at = AppTest.from_file(str(ENTRY), default_timeout=30).run()
     assert not at.exception
     assert at.title[0].value == "seqmamba"
-    assert [link.proto.page for link in at.get("page_link")] == ["dna", "forecast", "models"]
+    assert [link.proto.page for link in at.get("page_link")] == ["dna", "genome", "forecast", "models"]
     limit = st_config.get_option("server.maxUploadSize")
     assert any(f"Uploads up to {limit} MB per file" in c.value for c in at.caption)
