@@ -16,9 +16,12 @@ with st.expander("Add a model package", expanded=False):
 
 
 def _outputs(config: dict) -> str:
-    """Classes of a classifier, channels and horizon of a forecaster, as one line."""
+    """Classes (and a tagger's tracks) of a DNA model, channels and horizon of a forecaster, as one line."""
     if config.get("class_names"):
-        return "classes: " + ", ".join(map(str, config["class_names"]))
+        line = "classes: " + ", ".join(map(str, config["class_names"]))
+        if config.get("track_names"):
+            line += "; tracks: " + ", ".join(map(str, config["track_names"]))
+        return line
     parts = []
     if config.get("input_channels"):
         parts.append("channels: " + ", ".join(map(str, config["input_channels"])))
@@ -28,6 +31,30 @@ def _outputs(config: dict) -> str:
     if config.get("quantiles"):
         parts.append("quantiles " + ", ".join(f"{q:g}" for q in config["quantiles"]))
     return "; ".join(parts) or "-"
+
+
+def _training_data(value) -> tuple[str, pd.DataFrame | None]:
+    """A headline for config.json's ``training_data`` and, when it is a dict (the data module's
+    settings, as ``seqmamba export`` writes them), its set fields as a two-column table."""
+    if not isinstance(value, dict):
+        return (str(value) if value else "not stated"), None
+    module = str(value.get("datamodule") or "").rsplit(".", 1)[-1]
+    name = value.get("dataset") or value.get("csv") or module or "see the settings"
+    headline = f"{name} ({module})" if module and module != name else str(name)
+    rows = [(key, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)) for key, v in value.items()
+            if key not in ("dataset", "datamodule") and v not in (None, "", [], {})]
+    return headline, (pd.DataFrame(rows, columns=["setting", "value"]) if rows else None)
+
+
+def _figures(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of metrics.json, nested sections flattened to ``section/name`` (e.g. ``test/mcc``)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_figures(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _show(entry: common.ModelEntry) -> dict | None:
@@ -44,11 +71,14 @@ def _show(entry: common.ModelEntry) -> dict | None:
         with left:
             st.markdown(f"**Task:** {config.get('task', '?')}  \n**Model:** {config.get('class', '?')}  \n"
                         f"**Outputs:** {_outputs(config)}")
-            data = config.get("training_data") or "not stated"
+            data, settings = _training_data(config.get("training_data"))
             licence = config.get("licence") or "not stated"
             st.markdown(f"**Training data:** {data}  \n**Licence of the data:** {licence}")
+            if settings is not None:
+                with st.expander("Training data settings"):
+                    st.dataframe(settings, hide_index=True, width="stretch")
         with right:
-            figures = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            figures = _figures(metrics)
             if figures:
                 st.markdown("**Test metrics** (metrics.json)")
                 st.dataframe(pd.DataFrame({"metric": list(figures), "value": list(figures.values())}),

@@ -47,6 +47,19 @@ def test_models_page_describes_each_bundled_package(models_env):
     assert dict(zip(metrics["metric"], metrics["value"])) == {"test_mcc": 0.5, "seed": 0}
 
 
+def test_models_page_renders_structured_training_data_and_nested_metrics(genes_env):
+    at = open_page("models")
+    assert not at.exception and not at.error
+    assert [h.value for h in at.subheader] == ["tiny_dna", "tiny_forecast", "tiny_genes"]
+    text = " ".join(m.value for m in at.markdown)
+    assert "**Training data:** none: hand-set weights" in text and "{" not in text  # no dict printed raw
+    assert "tracks: forward, reverse" in text
+    tables = [d.value for d in at.dataframe]
+    settings = next(t for t in tables if "setting" in t.columns)
+    assert dict(zip(settings["setting"], settings["value"])) == {"genomes": "synthetic"}
+    assert any(dict(zip(t.get("metric", []), t.get("value", []))) == {"test/sensitivity": 1.0} for t in tables)
+
+
 def _zip_folder(folder: Path, prefix: str = "") -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
