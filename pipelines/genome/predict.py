@@ -255,6 +255,17 @@ class GenomeCalls:
     coding: dict[str, np.ndarray]  # seqid -> (seqlen, 2) float32 P(coding) per strand; empty unless kept
     summary: AnnotationSummary
 
+    def write(self, gff3: str | os.PathLike, bedgraph: str | os.PathLike | None = None) -> None:
+        """The calls as GFF3 (and the coding probability as bedGraph, which needs ``keep_coding``), each
+        written to a temporary file beside its target and renamed into place."""
+        if bedgraph is not None and set(self.coding) != set(self.sequences):
+            raise ValueError("no coding probabilities to write: call call_genes with keep_coding=True")
+        with _atomic_path(Path(gff3)) as tmp:
+            write_gff3(tmp, self.calls, self.sequences, sequence=self.texts)
+        if bedgraph is not None:
+            with _atomic_path(Path(bedgraph)) as tmp:
+                write_bedgraph(tmp, self.coding)
+
 
 def call_genes(
     model: torch.nn.Module,
@@ -352,16 +363,30 @@ def annotate_genome(
                         decoder=decoder, autocast=autocast, keep_coding=bedgraph is not None, progress=progress,
                         source=os.fspath(fasta_path))
     write_start = time.perf_counter()
-    with _atomic_path(Path(out_gff3)) as tmp:
-        write_gff3(tmp, result.calls, result.sequences, sequence=result.texts)
-    if bedgraph is not None:
-        with _atomic_path(Path(bedgraph)) as tmp:
-            write_bedgraph(tmp, result.coding)
+    result.write(out_gff3, bedgraph)
     summary = result.summary
     summary.seconds_total += time.perf_counter() - write_start
     log.info("%s: %d genes on %d sequences (%d bp) in %.1f s", fasta_path, summary.genes, summary.sequences,
              summary.bases, summary.seconds_total)
     return summary
+
+
+GFF3_SUFFIXES = (".gff3", ".gff")
+
+
+def score_genome(model: torch.nn.Module, input_path: str | os.PathLike, output: str | os.PathLike, *,
+                 genetic_code: int = 11, circular: bool = False, progress: bool = True) -> str:
+    """``seqmamba score TAGGER genome.fa -o genes.gff3``: gene calls to ``output`` and the coding
+    probability to ``<output stem>.bedgraph`` beside it, with the default window and overlap.
+    Returns the line to show the user."""
+    output = Path(output)
+    if output.suffix.lower() not in GFF3_SUFFIXES:
+        raise InputError(f"gene calls are written as GFF3: name the output {output.stem}.gff3", file=str(output))
+    bedgraph = output.with_suffix(".bedgraph")
+    summary = annotate_genome(model, input_path, output, bedgraph, genetic_code=genetic_code, circular=circular,
+                              progress=progress)
+    return (f"{summary.genes:,} genes on {summary.bases:,} bp ({summary.sequences:,} sequences) in "
+            f"{summary.seconds_total:.1f} s -> {output}, coding probability -> {bedgraph}")
 
 
 # Throughput accounting for ``seqmamba fit`` (Lightning's ThroughputMonitor takes these by import
