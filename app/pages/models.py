@@ -69,7 +69,9 @@ def _show(entry: common.ModelEntry) -> dict | None:
         config, metrics = loaded.config, loaded.metrics
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Task:** {config.get('task', '?')}  \n**Model:** {config.get('class', '?')}  \n"
+            architecture = config.get("architecture") or {}
+            model_class = config.get("class") or architecture.get("name") or "?"
+            st.markdown(f"**Task:** {config.get('task', '?')}  \n**Model:** {model_class}  \n"
                         f"**Outputs:** {_outputs(config)}")
             data, settings = _training_data(config.get("training_data"))
             licence = config.get("licence") or "not stated"
