@@ -12,7 +12,7 @@ from pipelines.data.errors import InputError
 from pipelines.data.fasta import SequenceRecord, read_sequences
 
 # Largest genome (all records together) scored here. Measured with benchmarks/bench_app_genome.py:
-# the shipped gene caller's architecture read 780-1,040 bases per second on 2 busy CPU cores
+# the shipped gene caller's architecture read 781 bases per second on 2 busy CPU cores
 # (benchmarks/RESULTS.md), so the limit takes about two minutes; larger genomes go through the CLI.
 MAX_GENOME_BP = 100_000
 CPU_BP_PER_S = 800
