@@ -371,24 +371,6 @@ def annotate_genome(
     return summary
 
 
-GFF3_SUFFIXES = (".gff3", ".gff")
-
-
-def score_genome(model: torch.nn.Module, input_path: str | os.PathLike, output: str | os.PathLike, *,
-                 genetic_code: int = 11, circular: bool = False, progress: bool = True) -> str:
-    """``seqmamba score TAGGER genome.fa -o genes.gff3``: gene calls to ``output`` and the coding
-    probability to ``<output stem>.bedgraph`` beside it, with the default window and overlap.
-    Returns the line to show the user."""
-    output = Path(output)
-    if output.suffix.lower() not in GFF3_SUFFIXES:
-        raise InputError(f"gene calls are written as GFF3: name the output {output.stem}.gff3", file=str(output))
-    bedgraph = output.with_suffix(".bedgraph")
-    summary = annotate_genome(model, input_path, output, bedgraph, genetic_code=genetic_code, circular=circular,
-                              progress=progress)
-    return (f"{summary.genes:,} genes on {summary.bases:,} bp ({summary.sequences:,} sequences) in "
-            f"{summary.seconds_total:.1f} s -> {output}, coding probability -> {bedgraph}")
-
-
 # Throughput accounting for ``seqmamba fit`` (Lightning's ThroughputMonitor takes these by import
 # path in pipelines/configs/genome_tagger.yaml): samples and tokens of a tagging batch.
 def batch_rows(batch: dict[str, torch.Tensor]) -> int:

@@ -27,7 +27,6 @@ from pipelines.genome.predict import (
     main,
     plan_tiles,
     predict_probabilities,
-    score_genome,
 )
 from seqmodels import MambaClassifier, MambaTagger, vocab
 
@@ -253,18 +252,11 @@ def test_in_memory_records_for_the_app():
         call_genes(model, [])
 
 
-def test_score_genome_writes_gff3_and_bedgraph_beside_it(tmp_path):
-    fasta = write_fasta(tmp_path / "g.fa", {"c": "".join(np.random.default_rng(3).choice(list("ACGT"), 2000))})
-    message = score_genome(sharp_tagger(seed=7, n_layer=1), fasta, tmp_path / "genes.gff3", circular=True,
-                           progress=False)
-    assert "on 2,000 bp (1 sequences)" in message and "genes.bedgraph" in message
-    assert read_gff3(tmp_path / "genes.gff3")[1] == {"c": 2000}
-    assert (tmp_path / "genes.bedgraph").read_text().startswith("track type=bedGraph")
-    with pytest.raises(InputError, match=r"genes\.csv: gene calls are written as GFF3"):
-        score_genome(sharp_tagger(n_layer=1), fasta, tmp_path / "genes.csv", progress=False)
+def test_calls_without_coding_probabilities_cannot_write_a_bedgraph(tmp_path):
     result = call_genes(sharp_tagger(n_layer=1), [SimpleNamespace(id="c", seq="ACGT" * 50)], keep_coding=False)
     with pytest.raises(ValueError, match="keep_coding"):
         result.write(tmp_path / "x.gff3", tmp_path / "x.bedgraph")
+    assert not (tmp_path / "x.gff3").exists()
 
 
 def test_batch_tokens_counts_real_tokens_only():
