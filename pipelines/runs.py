@@ -25,6 +25,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from pipelines.atomic import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 RUN_JSON, TEST_METRICS = "run.json", "test_metrics.json"
@@ -33,22 +35,6 @@ _LIBRARIES = ("torch", "lightning", "triton", "numpy", "pandas", "torchmetrics",
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place: readers never see a
-    half-written file, whatever kills the process."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(value, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:

@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines import scoring
+from pipelines.atomic import write_json_atomic
 from pipelines.data.errors import InputError
-from pipelines.runs import write_json_atomic
 
 log = logging.getLogger(__name__)
 

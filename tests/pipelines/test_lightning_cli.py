@@ -58,7 +58,15 @@ def _data_overrides(config: Path, tmp_path: Path) -> list[str]:
         csv = str(write_series(tmp_path / "tiny.csv"))
         return ["--data.init_args.dataset", "null", "--data.init_args.csv", csv, "--data.init_args.split",
                 "ratio:0.7,0.1,0.2", "--data.init_args.batch_size", "8"]
-    return []  # the genome config reads the shared data folder
+    if data.endswith("GenomeDataModule"):  # reads the shared genomes: CPU-sized windows, the small genomes
+        args = ["--data.init_args.window", "2000", "--data.init_args.samples_per_epoch", "2",
+                "--data.init_args.batch_size", "2", "--trainer.callbacks", "[]", "--trainer.devices", "1"]
+        if yaml.safe_load(config.read_text())["data"]["init_args"].get("mode", "genome") == "genome":
+            args += ["--data.init_args.train", "[genomes/phage_lambda/NC_001416.gbk.gz]",
+                     "--data.init_args.val", "[genomes/athaliana_chloroplast/NC_000932.gb.gz]",
+                     "--data.init_args.test", "[genomes/mgenitalium_g37/Mgen_referencegenome.gb.gz]"]
+        return args
+    return []
 
 
 @pytest.fixture(autouse=True)
