@@ -42,8 +42,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -240,10 +240,12 @@ class AnnotationSummary:
 
 @contextlib.contextmanager
 def _atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path beside ``target``, renamed to it when the block succeeds, removed otherwise."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    """A temporary path beside ``target``, renamed to it when the block succeeds, removed otherwise.
+
+    Created with mode 0o666 less the umask, as ``open`` would create ``target`` (``mkstemp``'s 0o600
+    would make the renamed output unreadable to everyone else)."""
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         os.replace(tmp, target)

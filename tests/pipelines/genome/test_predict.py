@@ -214,6 +214,9 @@ def test_gff3_and_bedgraph_are_written_for_every_record(tmp_path):
         assert rows.end.sum() - rows.start.sum() == 2 * n  # both strands tile the whole sequence
     assert table.p.between(0, 1).all()
     assert sorted(os.listdir(gff.parent)) == ["coding.bedgraph", "genes.gff3"]  # no temporary files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert gff.stat().st_mode & 0o777 == bed.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() creates files
 
 
 def test_a_failed_run_leaves_no_output_behind(tmp_path):
