@@ -74,7 +74,9 @@ FIT_S=$(elapsed "$t0")
 cp "$RUN/metrics.csv" "$OUTDIR/genome_train_metrics.csv"
 
 # 2. Export the best checkpoint as a model package.
-"$PY" -m pipelines.cli export "$RUN" "$PKG" >/dev/null
+LICENCE="public NCBI RefSeq / ENA records; the repositories they were copied from state no licence, except the \
+A. thaliana chloroplast (Biopython's test file: Biopython License Agreement); see the shared data README"
+"$PY" -m pipelines.cli export "$RUN" "$PKG" --licence "$LICENCE" >/dev/null
 log "exported $PKG"
 
 # 3. Call genes on the held-out genome and score them (beside pyrodigal when it is installed).
