@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines import scoring
-from pipelines.atomic import write_json_atomic
+from pipelines.atomic import chmod_like_open, write_json_atomic
 from pipelines.data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def join_parts(parts: list[Path], target: Path, fmt: str, columns: list[str]) ->
                 pq.write_table(pa.Table.from_pandas(pd.DataFrame(columns=columns), preserve_index=False), tmp)
             else:
                 writer.close()
+        chmod_like_open(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -262,6 +263,7 @@ def forecast_file(model: torch.nn.Module, config: dict[str, Any], input_path: Pa
             escape_formulas(result).to_csv(tmp_name, index=False)
         else:
             result.to_parquet(tmp_name, index=False)
+        chmod_like_open(tmp_name)
         os.replace(tmp_name, output)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

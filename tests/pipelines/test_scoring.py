@@ -336,3 +336,17 @@ def test_score_gff3_refuses_what_is_not_a_gene_caller_or_a_genome(classifier_pkg
         seqmamba(["score", str(gene_caller_pkg), str(LAMBDA_FA), "-o", str(tmp_path / "t.csv"), "--bedgraph",
                   str(tmp_path / "c.bedgraph")])
     assert exit_info.value.code == 2
+
+
+def test_outputs_are_as_readable_as_any_new_file(tmp_path):
+    """Files written through a temporary file get 0666 less the umask, not mkstemp's 0600."""
+    import os
+    import stat
+
+    from pipelines.atomic import write_json_atomic
+
+    target = tmp_path / "out.json"
+    write_json_atomic(target, {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
