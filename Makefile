@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 .PHONY: start test test-all test-gpu lint setup
 
 setup:
-	scripts/setup.sh app,test
+	scripts/setup.sh app,test,eval
 
 start: setup
 	.venv/bin/seqmamba app

@@ -53,9 +53,12 @@ def _open(tab, url: str, path: str) -> None:
     tab.get_by_role("heading").first.wait_for()
 
 
-def _upload(tab, path_or_payload) -> None:
-    """Give the page's first file uploader a file (a path, or a dict with name, mimeType, buffer)."""
-    tab.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(path_or_payload)
+def _upload(tab, label: str, path_or_payload) -> None:
+    """Give the uploader whose label starts with ``label`` a file (a path, or a dict with name,
+    mimeType, buffer). By label, not position: while a page is still rendering, the model-package
+    uploader beside it may be the only one on the page yet."""
+    uploader = tab.get_by_test_id("stFileUploader").filter(has_text=label)
+    uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(path_or_payload)
 
 
 def _shot(tab, folder: Path, name: str) -> None:
@@ -76,7 +79,7 @@ def test_the_app_end_to_end_in_chromium(page, tmp_path):
     fasta = SAMPLES / "gue_prom_core_notata_test200.fa"
     ids = [r.id for r in read_sequences(fasta)]
     _open(tab, url, "dna")
-    _upload(tab, str(fasta))
+    _upload(tab, "FASTA or FASTQ", str(fasta))
     tab.get_by_text(f"{len(ids)} of {len(ids)} sequences shown").wait_for()
     tab.get_by_test_id("stDataFrame").wait_for()  # exactly one table (a strict locator)
     tab.get_by_test_id("stVegaLiteChart").first.wait_for()
@@ -88,7 +91,7 @@ def test_the_app_end_to_end_in_chromium(page, tmp_path):
     _shot(tab, shots, "dna")
 
     # A broken file: the data layer's message, and the page keeps working.
-    _upload(tab, {"name": "protein.fa", "mimeType": "text/plain",
+    _upload(tab, "FASTA or FASTQ", {"name": "protein.fa", "mimeType": "text/plain",
                            "buffer": b">p1\nMKVLLAEEFFPQWRRSTLLKPEEFFMKV\n"})
     alert = tab.get_by_test_id("stAlertContentError")
     alert.wait_for()
@@ -97,7 +100,7 @@ def test_the_app_end_to_end_in_chromium(page, tmp_path):
 
     # Forecast: upload the sample CSV, wait for the chart and the back-test.
     _open(tab, url, "forecast")
-    _upload(tab, str(SAMPLES / "exchange_rate_last1000.csv"))
+    _upload(tab, "CSV, wide or long", str(SAMPLES / "exchange_rate_last1000.csv"))
     tab.get_by_text("Back-test on the end of the history").wait_for()
     tab.get_by_test_id("stVegaLiteChart").first.wait_for()
     with tab.expect_download() as info:
