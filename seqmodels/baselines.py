@@ -19,9 +19,10 @@ from .forecasting import (
     check_quantile_levels,
     check_series,
     fill_padding,
+    head_output,
     instance_stats,
-    monotone_quantiles,
 )
+from .forecasting import package_fields as forecast_package_fields
 from .heads import config_kwargs, pool
 from .masking import lengths_to_mask
 from .registry import PackagedModel, register
@@ -140,16 +141,10 @@ class DLinear(PackagedModel):
         trend = moving_average(series, cfg.moving_avg)
         out = self.seasonal(series - trend) + self.trend(trend)  # (batch, channels, outputs)
         out = out.view(batch, channels, cfg.horizon, -1).transpose(1, 2)  # (batch, horizon, channels, 1 + q)
-        point, quantiles = out[..., 0], monotone_quantiles(out[..., 1:], cfg.quantiles)
-        if cfg.revin:
-            point = point * std + mean
-            quantiles = quantiles * std[..., None] + mean[..., None]
-        return ForecastOutput(point, quantiles)
+        return head_output(out, cfg.quantiles, mean if cfg.revin else None, std if cfg.revin else None)
 
     def package_fields(self) -> dict:
-        cfg = self.config
-        return {"horizon": cfg.horizon, "input_len": cfg.input_len, "quantiles": list(cfg.quantiles),
-                "input_channels": None if cfg.channel_names is None else list(cfg.channel_names)}
+        return forecast_package_fields(self.config)
 
 
 def moving_average(series: torch.Tensor, window: int) -> torch.Tensor:

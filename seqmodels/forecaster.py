@@ -20,9 +20,10 @@ from .forecasting import (
     check_quantile_levels,
     check_series,
     fill_padding,
+    head_output,
     instance_stats,
-    monotone_quantiles,
 )
+from .forecasting import package_fields as forecast_package_fields
 from .heads import config_kwargs
 from .registry import PackagedModel, register
 
@@ -112,13 +113,7 @@ class MambaForecaster(PackagedModel):
             out = out.view(batch, cfg.horizon, channels, 1 + q)
         else:
             out = out.view(batch, channels, cfg.horizon, 1 + q).transpose(1, 2)  # (batch, horizon, channels, 1 + q)
-        point, quantiles = out[..., 0], monotone_quantiles(out[..., 1:], cfg.quantiles)
-        if cfg.revin:  # std > 0, so de-normalising keeps the quantiles increasing
-            point = point * std + mean
-            quantiles = quantiles * std[..., None] + mean[..., None]
-        return ForecastOutput(point, quantiles)
+        return head_output(out, cfg.quantiles, mean if cfg.revin else None, std if cfg.revin else None)
 
     def package_fields(self) -> dict:
-        cfg = self.config
-        return {"horizon": cfg.horizon, "input_len": cfg.input_len, "quantiles": list(cfg.quantiles),
-                "input_channels": None if cfg.channel_names is None else list(cfg.channel_names)}
+        return forecast_package_fields(self.config)

@@ -83,3 +83,20 @@ def monotone_quantiles(raw: torch.Tensor, levels: tuple[float, ...]) -> torch.Te
     above = mid + gaps[..., anchor + 1:].cumsum(-1)
     below = mid - gaps[..., :anchor].flip(-1).cumsum(-1).flip(-1)
     return torch.cat([below, mid, above], dim=-1)
+
+
+def head_output(out: torch.Tensor, levels: tuple[float, ...], mean: torch.Tensor | None,
+                std: torch.Tensor | None) -> ForecastOutput:
+    """(batch, horizon, channels, 1 + q) head values -> point and monotone quantiles, de-normalised
+    with RevIN's ``mean``/``std`` (batch, 1, channels) when given; std > 0 keeps the quantiles increasing."""
+    point, quantiles = out[..., 0], monotone_quantiles(out[..., 1:], levels)
+    if mean is not None:
+        point = point * std + mean
+        quantiles = quantiles * std[..., None] + mean[..., None]
+    return ForecastOutput(point, quantiles)
+
+
+def package_fields(cfg) -> dict:
+    """The package's forecasting fields from a forecaster config (horizon, input length, quantiles, channels)."""
+    return {"horizon": cfg.horizon, "input_len": cfg.input_len, "quantiles": list(cfg.quantiles),
+            "input_channels": None if cfg.channel_names is None else list(cfg.channel_names)}
