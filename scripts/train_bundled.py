@@ -135,6 +135,11 @@ def main() -> int:
     parser.add_argument("--max-minutes-forecast", type=float, default=3.0, help="training time cap per forecast run")
     parser.add_argument("--only", choices=("dna", "forecast"))
     parser.add_argument("--gpus", type=int, default=0, help="spread the runs over this many GPUs (0: leave as is)")
+    parser.add_argument("--gpu-ids", help="spread the runs over these GPUs instead, e.g. 1,2,3")
+    parser.add_argument("--variant", metavar="TAG=OVERRIDES",
+                        help="a named variant of the shipped configs: TAG is added to every run name, OVERRIDES "
+                             "(space-separated, e.g. 'TAG=--model.init_args.network.init_args.d_model 256') go to "
+                             "fit and test alike, so the test rebuilds the same network")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--match", action="append", help="only jobs whose name contains this text (repeatable)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more fit overrides for every job")
@@ -143,6 +148,15 @@ def main() -> int:
     jobs = ([] if args.only == "forecast" else dna_jobs(seeds)) + ([] if args.only == "dna" else forecast_jobs(seeds))
     if args.match:
         jobs = [j for j in jobs if any(m in j.name for m in args.match)]
+    if args.variant:
+        tag, _, overrides = args.variant.partition("=")
+        for j in jobs:
+            stem, _, seed = j.name.rpartition("-s")
+            dataset, model, horizon = j.group.split("|")
+            j.name, j.group = f"{stem}-{tag}-s{seed}", f"{dataset}|{model}-{tag}|{horizon}"
+            j.overrides = [*j.overrides, *overrides.split()]
+    gpu_ids = ([int(g) for g in args.gpu_ids.split(",")] if args.gpu_ids
+               else list(range(args.gpus)) if args.gpus else [])
     for sub in ("runs", "logs", "packages"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -151,7 +165,7 @@ def main() -> int:
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(lambda ij: run_job(ij[1], args.out, args.max_minutes if ij[1].group.endswith("|") else
                                          args.max_minutes_forecast, args.extra,
-                                         ij[0] % args.gpus if args.gpus else None), enumerate(jobs)))
+                                         gpu_ids[ij[0] % len(gpu_ids)] if gpu_ids else None), enumerate(jobs)))
     table = summary(jobs)
     (args.out / "summary.md").write_text(table + "\n")
     (args.out / "metrics.json").write_text(json.dumps(
