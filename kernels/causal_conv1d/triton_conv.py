@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..state_update.grid import decode_block, sm_count
 from .reference import check_conv_args, check_update_args
 
 
@@ -351,17 +352,22 @@ def _conv_update_kernel(
     d2 = d[:, None]
     m2 = (d2 < dim) & (k < W)
     row = state_ptr + b * s_sb + d2 * s_sd
+    # Every load (x, the state, the weights, the bias) is issued before the in-place store, so the
+    # program waits for one memory round trip: this kernel is all latency.
     xv = tl.load(x_ptr + b * s_xb + d * s_xd, mask=dmask, other=0.0)
     # The new state is the old one shifted left by one column, x entering at the right end.
-    shifted = tl.load(row + (k + 1) * s_sk, mask=m2 & (k + 1 < W), other=0.0)
+    shifted = tl.load(row + (k + 1) * s_sk, mask=m2 & (k + 1 < W), other=0.0)  # (BLOCK_D, 4)
+    w = tl.load(w_ptr + d2 * s_wd + k * s_wk, mask=m2, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
     new = tl.where(k == W - 1, xv.to(state_ptr.dtype.element_ty)[:, None], shifted)  # (BLOCK_D, 4)
     # Every thread must have read the old state before any thread overwrites it.
     tl.debug_barrier()
     tl.store(row + k * s_sk, new, mask=m2)
-    w = tl.load(w_ptr + d2 * s_wd + k * s_wk, mask=m2, other=0.0).to(tl.float32)
+    # The output uses x as stored in the state (rounded to its dtype), as the reference does.
     y = tl.sum(new.to(tl.float32) * w, axis=1)  # (BLOCK_D,)
     if HAS_BIAS:
-        y += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)
+        y += bias
     if SILU:
         y = y * tl.sigmoid(y)
     tl.store(y_ptr + b * s_yb + d * s_yd, y.to(y_ptr.dtype.element_ty), mask=dmask)
@@ -370,16 +376,17 @@ def _conv_update_kernel(
 def causal_conv1d_update_triton(x, conv_state, weight, bias=None, activation=None):
     """One decoding step: x (batch, dim) enters conv_state (batch, dim, width), updated in place;
     returns act(conv at the new position) (batch, dim) in x's dtype. One launch, no host sync and
-    no allocation beyond the output, so it can be captured in a CUDA graph."""
+    no allocation beyond the output, so a CUDA graph of a step holds exactly this kernel node."""
     batch, dim, width = check_update_args(x, conv_state, weight, bias, activation)
     y = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
-    block_d = min(256, _next_pow2(dim))
     if batch > 0 and dim > 0:
+        # The same launch shape as the state update: every SM busy at batch 1, one warp a program.
+        block_d, num_warps = decode_block(batch, dim, 4, sm_count(x.device))
         _conv_update_kernel[(batch, triton.cdiv(dim, block_d))](
             x, conv_state, weight, bias if bias is not None else x, y,
             dim,
             *x.stride(), *conv_state.stride(), *weight.stride(), *y.stride(),
             W=width, HAS_BIAS=bias is not None, SILU=activation in ("silu", "swish"), BLOCK_D=block_d,
-            num_warps=4 if block_d >= 128 else 1,
+            num_warps=num_warps,
         )
     return y

@@ -2,9 +2,11 @@
 
 Each program owns (BLOCK_D channels, all dstate) of one sequence: it reads the state tile once,
 applies state <- exp(dt A) state + dt x B, writes it back and reduces y = C · state in registers.
-A decoding step is launch-bound (a few µs of GPU work), so the launcher does no more than the
-argument checks, one output allocation and one launch: no host sync, so it can be captured in a
-CUDA graph.
+A decoding step is latency-bound (a few µs of GPU work), so the kernel issues every load before
+its first store (one memory round trip, not two), the grid is spread over all SMs even at batch 1
+(``grid.decode_block``), and the launcher does no more than the argument checks, one output
+allocation and one launch: no host sync and no other kernel, so a CUDA graph of a step holds
+exactly this node (dt_bias, softplus, D, the z gate and every dtype conversion happen in here).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .grid import decode_block, sm_count
 from .reference import check_state_update_args
 
 
@@ -32,19 +35,25 @@ def _state_update_kernel(
     d2 = d[:, None]  # (BLOCK_D, 1)
     m2 = (d2 < dim) & (n < dstate)
 
+    # Every load is issued before the in-place store below, so the program waits for one memory
+    # round trip; loads after the barrier would add a second one to this latency-bound kernel.
     x = tl.load(x_ptr + b * s_xb + d * s_xd, mask=dmask, other=0.0).to(tl.float32)
     dt = tl.load(dt_ptr + b * s_tb + d * s_td, mask=dmask, other=0.0).to(tl.float32)
     if HAS_DT_BIAS:
         dt += tl.load(dt_bias_ptr + d * s_tbias, mask=dmask, other=0.0).to(tl.float32)
-    if SOFTPLUS:
-        # torch's softplus threshold: linear above 20, where log(1 + e^x) == x in fp32.
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
     A = tl.load(A_ptr + d2 * s_ad + n * s_an, mask=m2, other=0.0).to(tl.float32)
     # Channel d reads group d // (dim / ngroups); (batch, dstate) inputs are one group.
     Bv = tl.load(B_ptr + b * s_Bb + (d2 // dim_per_group_B) * s_Bg + n * s_Bn, mask=m2, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * s_Cb + (d2 // dim_per_group_C) * s_Cg + n * s_Cn, mask=m2, other=0.0).to(tl.float32)
     state_tile = state_ptr + b * s_sb + d2 * s_sd + n * s_sn
     s = tl.load(state_tile, mask=m2, other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d * s_D, mask=dmask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + b * s_zb + d * s_zd, mask=dmask, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        # torch's softplus threshold: linear above 20, where log(1 + e^x) == x in fp32.
+        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
 
     dt2 = dt[:, None]
     s = s * tl.exp(dt2 * A) + Bv * (dt2 * x[:, None])
@@ -54,9 +63,8 @@ def _state_update_kernel(
 
     y = tl.sum(s * Cv, axis=1)  # (BLOCK_D,), from the fp32 state as the reference does
     if HAS_D:
-        y += x * tl.load(D_ptr + d * s_D, mask=dmask, other=0.0).to(tl.float32)
+        y += x * Dv
     if HAS_Z:
-        z = tl.load(z_ptr + b * s_zb + d * s_zd, mask=dmask, other=0.0).to(tl.float32)
         y *= z * tl.sigmoid(z)
     tl.store(y_ptr + b * s_yb + d * s_yd, y.to(y_ptr.dtype.element_ty), mask=dmask)
 
@@ -84,10 +92,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     if batch == 0 or dim == 0:
         return y
     block_n = max(2, _next_pow2(dstate))
-    # About 512 state elements per program: enough channels per program for coalesced rows, enough
-    # programs to fill the GPU at batch 1.
-    block_d = max(1, min(_next_pow2(dim), 512 // block_n))
-    num_warps = max(1, min(4, block_d * block_n // 128))
+    block_d, num_warps = decode_block(batch, dim, block_n, sm_count(x.device))
     gB, gC = _group_args(B, dim), _group_args(C, dim)
     _state_update_kernel[(batch, triton.cdiv(dim, block_d))](
         state, x, dt, A, B, C,
