@@ -1,8 +1,9 @@
 """Selective scan on Triton: launchers and the ``autograd.Function`` around the kernels.
 
 The forward kernel (``triton_fwd.py``) reads every input once, keeps the state on chip and stores
-only the state at each chunk start; the backward kernel (``triton_bwd.py``, its own tile layout and
-channel block, the same chunk) recomputes states from those. Gradients flow to every input, to ``initial_state`` and through the returned last state.
+only the state at each chunk start; the backward kernel recomputes states from those, with the
+same chunk: ``triton_bwd.py`` ("v1", (T, N, BLOCK_D) tiles) or ``triton_bwd_v2.py`` ("v2", the
+forward's layout), chosen by ``ScanConfig.bwd_kernel``. Gradients flow to every input, to ``initial_state`` and through the returned last state.
 """
 
 from __future__ import annotations
@@ -16,20 +17,33 @@ import triton
 
 from .._checks import scan_shapes
 from .triton_bwd import scan_bwd_kernel
+from .triton_bwd_v2 import scan_bwd_v2_kernel
 from .triton_common import BC_GROUP_TILE, BC_INVARIANT, BC_PER_CHANNEL
 from .triton_fwd import scan_fwd_kernel
+
+BWD_KERNELS = ("v1", "v2")
 
 
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
     """Launch parameters: channels per program, time steps per chunk, warps per program, and
-    whether B and C are converted to fp32 once before the kernels (else each thread converts)."""
+    whether B and C are converted to fp32 once before the kernels (else each thread converts).
+
+    The backward runs with the same chunk (it restarts from the forward's per-chunk states) and
+    its own channels per program; ``bwd_kernel`` picks "v1" (``triton_bwd.py``, always one warp)
+    or "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps)."""
 
     block_d: int
     chunk: int
     num_warps: int = 4
     bc_fp32: bool = False
-    bwd_block_d: int = 4  # the backward kernel's channels per program (one warp, same chunk)
+    bwd_block_d: int = 4  # the backward kernel's channels per program
+    bwd_kernel: str = "v1"
+    bwd_num_warps: int = 1  # v2 only
+
+    def __post_init__(self):
+        if self.bwd_kernel not in BWD_KERNELS:
+            raise ValueError(f"ScanConfig.bwd_kernel must be one of {sorted(BWD_KERNELS)}, got {self.bwd_kernel!r}")
 
 
 def _interpreting() -> bool:
@@ -111,15 +125,17 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_soft
     b_mode, b_dpg, b_str = _bc_layout(B, dim, block_d)
     c_mode, c_dpg, c_str = _bc_layout(C, dim, block_d)
     grid = (triton.cdiv(dim, block_d), batch)
-    scan_bwd_kernel[grid](
-        u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
-        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0,
-        dim, seqlen, dstate, nchunks,
-        b_dpg, *b_str, c_dpg, *c_str,
-        BLOCK_D=block_d, N=triton.next_power_of_2(dstate), T=cfg.chunk,
-        B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
-        num_warps=1, **_flags(D, z, delta_bias, delta_softplus),
-    )
+    args = (u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
+            du, ddelta, dz, dA, dB, dC, dD, dbias, dh0)
+    common = dict(T=cfg.chunk, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
+                  **_flags(D, z, delta_bias, delta_softplus))
+    if cfg.bwd_kernel == "v2":
+        # The state index is a static loop: any dstate, no padding to a power of two.
+        scan_bwd_v2_kernel[grid](*args, dim, seqlen, nchunks, b_dpg, *b_str, c_dpg, *c_str,
+                                 BLOCK_D=block_d, N=dstate, num_warps=cfg.bwd_num_warps, **common)
+    else:
+        scan_bwd_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
+                              BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)
     # Per-row partial sums -> parameter gradients (deterministic, unlike atomics).
     dB = dB.sum(0) if B.dim() == 2 else dB
     dC = dC.sum(0) if C.dim() == 2 else dC

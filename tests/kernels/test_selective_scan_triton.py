@@ -2,11 +2,12 @@
 
 On a CPU-only machine the kernels run in Triton's interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), small shapes, float32. The ``gpu`` tests run the same kernels natively in
-fp32 / bf16 / fp16 at larger shapes.
+fp32 / bf16 / fp16 at larger shapes. Every test runs once per backward kernel ("v1", "v2").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -21,6 +22,15 @@ triton_scan = pytest.importorskip("kernels.selective_scan.triton_scan")
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 ON_GPU = torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True, params=triton_scan.BWD_KERNELS)
+def bwd_kernel(request, monkeypatch):
+    """Run the test with each backward kernel (the default launch parameters otherwise)."""
+    default = triton_scan.default_config
+    monkeypatch.setattr(triton_scan, "default_config",
+                        lambda *a, **kw: dataclasses.replace(default(*a, **kw), bwd_kernel=request.param))
+    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -269,10 +279,18 @@ def test_random_shapes_sweep(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block_d,chunk", [(1, 8), (2, 32), (8, 4)])
-def test_other_launch_configurations(monkeypatch, block_d, chunk):
-    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(block_d, chunk, 1))
+@pytest.mark.parametrize("block_d,chunk,bwd_block_d", [(1, 8, 8), (2, 32, 1), (8, 4, 2)])
+def test_other_launch_configurations(monkeypatch, bwd_kernel, block_d, chunk, bwd_block_d):
+    # Backward channel blocks that split a group (8 / 2 = 4 channels per group) and that span two.
+    cfg = triton_scan.ScanConfig(block_d, chunk, 1, bwd_block_d=bwd_block_d, bwd_kernel=bwd_kernel,
+                                 bwd_num_warps=2)
+    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", cfg)
     assert_matches_reference(make_inputs(2, 8, 45, 4, "grouped", 2, seed=block_d))
+
+
+def test_unknown_backward_kernel_is_refused():
+    with pytest.raises(ValueError, match="bwd_kernel"):
+        triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v3")
 
 
 # --- natively on the GPU ---------------------------------------------------------------------

@@ -1,0 +1,220 @@
+"""Triton backward kernel of the selective scan, in the forward kernel's layout (version 2).
+
+One program owns BLOCK_D channels of one batch row (a channel per lane, as ``triton_fwd.py``) and
+walks the chunks from last to first. Tiles are (BLOCK_D, T) with each channel's steps inside its
+thread; the state index is a compile-time loop whose per-state values (A, the carried adjoint, dA
+and the time-invariant dB/dC) are tuples of (BLOCK_D,) vectors. Per chunk:
+
+- pass 1 (only with z, which needs y): for each state, recompute the chunk's states from the
+  stored chunk-start state and accumulate y = Σ_n C_n h_n; then dz and dy;
+- pass 2, each state on its own: recompute a_t = exp(Δ_t A) and h_t, run the adjoint
+  r_t = C_t dy_t + a_{t+1} r_{t+1} as a reverse scan with the adjoint carried from the next chunk
+  folded into the last step, and accumulate every gradient from r_t, h_t and b_t = Δ_t B_t u_t:
+
+    a_t h_{t-1} = h_t - b_t,   dΔ_t = Σ_n r_t (A (h_t - b_t) + B_t u_t),
+    dA = Σ_t r_t (h_t - b_t) Δ_t,   du_t = Δ_t Σ_n r_t B_t + D dy_t,
+    dB_t = Σ_d r_t Δ_t u_t,   dC_t = Σ_d dy_t h_t,   carry = a_0 r_0 (dL/dh before the chunk).
+
+Only (BLOCK_D, T) accumulators (Σ_n r (h - b) A, Σ_n r B) and (T,) rows of dB/dC leave a state's
+iteration, so nothing of size N x T stays live: that is what keeps this layout out of spills (the
+round-2 attempt kept every state's tiles alive across the unrolled loop). dB and dC of the
+time-varying forms are channel sums added to fp32 buffers with relaxed atomics; per-channel
+parameter gradients are written per batch row and summed by the launcher (deterministic).
+
+Costs per (channel, step, state): one exp2 in pass 2 and another in pass 1 when z is given
+(storing y in the forward would save it, at 2 more bytes per element written there).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_common import (
+    LOG2E,
+    adjoint_combine,
+    affine_combine,
+    bc_base,
+    bc_mask,
+    bc_offsets,
+    column,
+    delta_activation,
+    exp2,
+    load_bc,
+)
+
+LN2 = tl.constexpr(0.6931471805599453)  # 1 / log2(e): undoes the log2(e) folded into A
+
+
+@triton.jit
+def _chunk_states(dt, dtu, A2n, h0n, Bn, first, FAST_EXP2: tl.constexpr):
+    """Decays a, inputs b (without the carried state) and states hs of one state index over a
+    chunk, each (BLOCK_D, T), from the state h0n (BLOCK_D,) before the chunk."""
+    a = exp2(dt * A2n[:, None], FAST_EXP2)
+    b = dtu * Bn
+    b_first = tl.where(first, b + a * h0n[:, None], b)  # the carried state enters at step 0
+    _, hs = tl.associative_scan((a, b_first), axis=1, combine_fn=affine_combine)
+    return a, b, hs
+
+
+@triton.jit
+def _add_bc_grad(val, acc, ptr, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE: tl.constexpr):
+    """Add a (BLOCK_D, T) gradient tile of B or C where it belongs: summed over time into the
+    per-channel accumulator ``acc`` (time-invariant form, returned updated), or summed over the
+    program's channels and added atomically (fp32, relaxed) into the buffer shaped like B or C."""
+    if MODE == 0:
+        acc = acc + tl.sum(val, axis=1)
+    elif MODE == 1:
+        # Every channel of the block is in one group: one (1, T) row per state leaves the program.
+        row_sum = tl.sum(val, axis=0, keep_dims=True)
+        tl.atomic_add(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), row_sum,
+                      mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
+    else:
+        tl.atomic_add(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), val,
+                      mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
+    return acc
+
+
+@triton.jit
+def scan_bwd_v2_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
+    dim, seqlen, nchunks,
+    B_dpg, B_sb, B_sg, B_sn, B_st,
+    C_dpg, C_sb, C_sg, C_sn, C_st,
+    BLOCK_D: tl.constexpr, N: tl.constexpr, T: tl.constexpr,
+    B_MODE: tl.constexpr, C_MODE: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
+    HAS_DLAST: tl.constexpr,
+):
+    # ckpt_ptr: fp32 (batch, nchunks, dstate, dim), the state before each chunk (forward kernel).
+    # dB_ptr / dC_ptr: fp32 buffers shaped like B / C (time-varying forms, same strides as B / C),
+    # or (batch, dim, dstate) per-row partial sums (time-invariant form).
+    # dA_ptr, dh0_ptr: (batch, dim, dstate); dD_ptr / dbias_ptr: (batch, dim) per-row partials, fp32.
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = offs_d < dim
+    state_row = (pid_b.to(tl.int64) * dim + offs_d) * N  # (BLOCK_D,) into (batch, dim, dstate)
+    b_base = bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
+    c_base = bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
+
+    # Per state, (BLOCK_D,) each: A log2(e); the adjoint of the state after the current chunk
+    # (from dlast at first); dA and the time-invariant dB / dC partial sums.
+    A2 = ()
+    carry = ()
+    dA = ()
+    dB_inv = ()
+    dC_inv = ()
+    for n in tl.static_range(N):
+        A2 = A2 + (tl.load(A_ptr + offs_d * N + n, mask=d_mask, other=0.0).to(tl.float32) * LOG2E,)
+        if HAS_DLAST:
+            carry = carry + (tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0).to(tl.float32),)
+        else:
+            carry = carry + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+        dA = dA + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+        dB_inv = dB_inv + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+        dC_inv = dC_inv + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+
+    row = (pid_b.to(tl.int64) * dim + offs_d) * seqlen  # (BLOCK_D,) start of each channel's row
+    steps = tl.arange(0, T)
+    first = (steps == 0)[None, :]
+    last = (steps == T - 1)[None, :]
+    ones = tl.full([BLOCK_D, T], 1.0, dtype=tl.float32)
+
+    for i in range(nchunks):
+        c = nchunks - 1 - i
+        offs_t = c * T + steps
+        t_mask = offs_t < seqlen
+        m2 = d_mask[:, None] & t_mask[None, :]
+        ptrs = row[:, None] + offs_t[None, :]  # (BLOCK_D, T)
+        ck = (pid_b.to(tl.int64) * nchunks + c) * N * dim + offs_d  # (BLOCK_D,) state 0 of this chunk
+        # Masked steps and channels load 0: Δ = 0 makes them identities, dout = 0 gives them no
+        # adjoint source, so they add nothing to any sum below.
+        u = tl.load(u_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+        dt, raw = delta_activation(tl.load(delta_ptr + ptrs, mask=m2, other=0.0).to(tl.float32), m2, bias,
+                                   HAS_BIAS, SOFTPLUS)
+        dtu = dt * u
+        dout = tl.load(dout_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+
+        # Pass 1, output gate: out = (y + D u) * silu(z) needs y for dz.
+        dy = dout
+        if HAS_Z:
+            y = tl.zeros([BLOCK_D, T], dtype=tl.float32)
+            for n in tl.static_range(N):
+                h0n = tl.load(ckpt_ptr + ck + n * dim, mask=d_mask, other=0.0)
+                Bn = load_bc(B_ptr, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
+                Cn = load_bc(C_ptr, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
+                _, _, hs = _chunk_states(dt, dtu, A2[n], h0n, Bn, first, FAST_EXP2)
+                y += hs * Cn
+            if HAS_D:
+                y += u * Dv[:, None]
+            zv = tl.load(z_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+            sz = tl.sigmoid(zv)
+            dy = dout * zv * sz
+            dz = dout * y * sz * (1.0 + zv * (1.0 - sz))
+            tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+        if HAS_D:
+            dD_acc += tl.sum(dy * u, axis=1)
+
+        # Pass 2, the adjoint per state.
+        rhbA = tl.zeros([BLOCK_D, T], dtype=tl.float32)  # Σ_n r (h - b) A log2(e)
+        rB = tl.zeros([BLOCK_D, T], dtype=tl.float32)  # Σ_n r B
+        carry_next = ()
+        dA_next = ()
+        dB_next = ()
+        dC_next = ()
+        for n in tl.static_range(N):
+            h0n = tl.load(ckpt_ptr + ck + n * dim, mask=d_mask, other=0.0)
+            Bn = load_bc(B_ptr, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
+            Cn = load_bc(C_ptr, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
+            a, b, hs = _chunk_states(dt, dtu, A2[n], h0n, Bn, first, FAST_EXP2)
+            # r_t = c_t + a_{t+1} r_{t+1}; the adjoint from after the chunk enters at the last step
+            # (padded steps are identities, so it reaches the last real step unchanged).
+            src = dy * Cn
+            src = tl.where(last, src + carry[n][:, None], src)
+            _, _, r = tl.associative_scan((a, ones, src), axis=1, combine_fn=adjoint_combine, reverse=True)
+            carry_next = carry_next + (column(a * r, first),)
+            rhb = r * (hs - b)  # r_t a_t h_{t-1}
+            rhbA += rhb * A2[n][:, None]
+            rB += r * Bn
+            dA_next = dA_next + (dA[n] + tl.sum(rhb * dt, axis=1),)
+            dB_next = dB_next + (_add_bc_grad(r * dtu, dB_inv[n], dB_ptr, b_base, n, offs_t, d_mask, t_mask,
+                                              B_sn, B_st, B_MODE),)
+            dC_next = dC_next + (_add_bc_grad(hs * dy, dC_inv[n], dC_ptr, c_base, n, offs_t, d_mask, t_mask,
+                                              C_sn, C_st, C_MODE),)
+        carry = carry_next
+        dA = dA_next
+        dB_inv = dB_next
+        dC_inv = dC_next
+
+        ddt = rhbA * LN2 + u * rB
+        du = dt * rB
+        if HAS_D:
+            du += dy * Dv[:, None]
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(raw)
+        ddt = tl.where(m2, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+
+    for n in tl.static_range(N):
+        tl.store(dh0_ptr + state_row + n, carry[n], mask=d_mask)
+        tl.store(dA_ptr + state_row + n, dA[n], mask=d_mask)
+        if B_MODE == 0:
+            tl.store(dB_ptr + state_row + n, dB_inv[n], mask=d_mask)
+        if C_MODE == 0:
+            tl.store(dC_ptr + state_row + n, dC_inv[n], mask=d_mask)
+    row_offs = pid_b.to(tl.int64) * dim + offs_d
+    if HAS_D:
+        tl.store(dD_ptr + row_offs, dD_acc, mask=d_mask)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + row_offs, dbias_acc, mask=d_mask)
