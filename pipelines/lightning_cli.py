@@ -88,7 +88,9 @@ class SeqMambaCLI(LightningCLI):
         root = Path(cfg["default_root_dir"])
         if cfg.get("logger") in (None, True):
             # One fixed folder per run (no version_N), so --ckpt_path last finds the same checkpoints.
-            kwargs["logger"] = CSVLogger(save_dir=str(root), name="", version="")
+            # validate/test/predict log beside it (<run>/test/metrics.csv): the training log stays whole.
+            name = "" if self.subcommand == "fit" else self.subcommand
+            kwargs["logger"] = CSVLogger(save_dir=str(root), name=name, version="")
         plugins = list(cfg.get("plugins") or [])
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]

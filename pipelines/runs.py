@@ -2,7 +2,8 @@
 
 A run folder (the trainer's ``default_root_dir``) holds ``config.yaml`` (the resolved config,
 written by LightningCLI), ``run.json`` (seed, git commit, library versions, command, one entry per
-invocation), ``metrics.csv``, ``checkpoints/`` (``last.ckpt`` and the best), and after
+invocation), ``metrics.csv`` (training; ``validate``/``test``/``predict`` log to ``<run>/<subcommand>/``
+so the training log stays whole), ``checkpoints/`` (``last.ckpt`` and the best), and after
 ``seqmamba test`` a ``test_metrics.json`` that ``seqmamba export`` copies into the package.
 """
 

@@ -184,6 +184,10 @@ def test_checkpoints_are_plain_data_and_test_writes_metrics(tmp_path, toys_on_pa
     tested = json.loads((tmp_path / "r" / "test_metrics.json").read_text())
     assert set(tested["metrics"]) >= {"test/acc", "test/mcc", "test/f1", "test/auroc"}
     assert Path(tested["checkpoint"]).name.startswith("best-")
+    # Testing logs beside the run: the training log keeps its training rows.
+    training_log = (tmp_path / "r" / "metrics.csv").read_text()
+    assert "val/mcc" in training_log.splitlines()[0] and "test/mcc" not in training_log
+    assert "test/mcc" in (tmp_path / "r" / "test" / "metrics.csv").read_text()
 
 
 def test_fit_refuses_to_overwrite_a_run(tmp_path, toys_on_path, capsys):
