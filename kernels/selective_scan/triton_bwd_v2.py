@@ -2,8 +2,9 @@
 
 One program owns BLOCK_D channels of one batch row (a channel per lane, as ``triton_fwd.py``) and
 walks the chunks from last to first. Tiles are (BLOCK_D, T) with each channel's steps inside its
-thread; the state index is a compile-time loop whose per-state values (A, the carried adjoint, dA
-and the time-invariant dB/dC) are tuples of (BLOCK_D,) vectors. Per chunk:
+thread (up to a 16-byte vector per lane); the state index is a run-time loop, and what a state
+carries between chunks (the adjoint, dA, time-invariant dB/dC) is kept in the output buffers
+(see the kernel's comment). Per chunk:
 
 - pass 1 (only with z, which needs y): for each state, recompute the chunk's states from the
   stored chunk-start state and accumulate y = Σ_n C_n h_n; then dz and dy;
@@ -17,7 +18,7 @@ and the time-invariant dB/dC) are tuples of (BLOCK_D,) vectors. Per chunk:
 
 Only (BLOCK_D, T) accumulators (Σ_n r (h - b) A, Σ_n r B) and (T,) rows of dB/dC leave a state's
 iteration, so nothing of size N x T stays live: that is what keeps this layout out of spills (the
-round-2 attempt kept every state's tiles alive across the unrolled loop). dB and dC of the
+round-2 attempt kept every state's tiles alive across an unrolled loop). dB and dC of the
 time-varying forms are channel sums added to fp32 buffers with relaxed atomics; per-channel
 parameter gradients are written per batch row and summed by the launcher (deterministic).
 
@@ -58,12 +59,14 @@ def _chunk_states(dt, dtu, A2n, h0n, Bn, first, FAST_EXP2: tl.constexpr):
 
 
 @triton.jit
-def _add_bc_grad(val, acc, ptr, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE: tl.constexpr):
+def _add_bc_grad(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE: tl.constexpr):
     """Add a (BLOCK_D, T) gradient tile of B or C where it belongs: summed over time into the
-    per-channel accumulator ``acc`` (time-invariant form, returned updated), or summed over the
-    program's channels and added atomically (fp32, relaxed) into the buffer shaped like B or C."""
+    per-row partial sums at ``inv_offs`` (BLOCK_D,) (time-invariant form; each element owned by
+    one program), or summed over the program's channels and added atomically (fp32, relaxed) into
+    the buffer shaped like B or C."""
     if MODE == 0:
-        acc = acc + tl.sum(val, axis=1)
+        m = d_mask
+        tl.store(ptr + inv_offs, tl.load(ptr + inv_offs, mask=m, other=0.0) + tl.sum(val, axis=1), mask=m)
     elif MODE == 1:
         # Every channel of the block is in one group: one (1, T) row per state leaves the program.
         row_sum = tl.sum(val, axis=0, keep_dims=True)
@@ -72,17 +75,16 @@ def _add_bc_grad(val, acc, ptr, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE:
     else:
         tl.atomic_add(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), val,
                       mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
-    return acc
 
 
 @triton.jit
 def scan_bwd_v2_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    dim, seqlen, nchunks,
+    dim, seqlen, dstate, nchunks,
     B_dpg, B_sb, B_sg, B_sn, B_st,
     C_dpg, C_sb, C_sg, C_sn, C_st,
-    BLOCK_D: tl.constexpr, N: tl.constexpr, T: tl.constexpr,
+    BLOCK_D: tl.constexpr, T: tl.constexpr,
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
     HAS_DLAST: tl.constexpr,
@@ -91,30 +93,31 @@ def scan_bwd_v2_kernel(
     # dB_ptr / dC_ptr: fp32 buffers shaped like B / C (time-varying forms, same strides as B / C),
     # or (batch, dim, dstate) per-row partial sums (time-invariant form).
     # dA_ptr, dh0_ptr: (batch, dim, dstate); dD_ptr / dbias_ptr: (batch, dim) per-row partials, fp32.
+    #
+    # The state loop is a run-time loop (dstate is not a constexpr): unrolled, the compiler hoists
+    # every state's loads and overlaps the states' live ranges, and spills (sm_90, offline: 255
+    # registers and 2 KB of stack per thread). What a state carries from chunk to chunk (the
+    # adjoint, dA, time-invariant dB / dC) therefore lives in the output buffers themselves, each
+    # (channel, state) read and written only by its own program: L1-resident scratch.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = offs_d < dim
-    state_row = (pid_b.to(tl.int64) * dim + offs_d) * N  # (BLOCK_D,) into (batch, dim, dstate)
+    state_row = (pid_b.to(tl.int64) * dim + offs_d) * dstate  # (BLOCK_D,) into (batch, dim, dstate)
     b_base = bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
     c_base = bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
 
-    # Per state, (BLOCK_D,) each: A log2(e); the adjoint of the state after the current chunk
-    # (from dlast at first); dA and the time-invariant dB / dC partial sums.
-    A2 = ()
-    carry = ()
-    dA = ()
-    dB_inv = ()
-    dC_inv = ()
-    for n in tl.static_range(N):
-        A2 = A2 + (tl.load(A_ptr + offs_d * N + n, mask=d_mask, other=0.0).to(tl.float32) * LOG2E,)
-        if HAS_DLAST:
-            carry = carry + (tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0).to(tl.float32),)
+    zero_d = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for n in range(dstate):
+        if HAS_DLAST:  # the adjoint of the state after the last chunk
+            tl.store(dh0_ptr + state_row + n, tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0), mask=d_mask)
         else:
-            carry = carry + (tl.zeros([BLOCK_D], dtype=tl.float32),)
-        dA = dA + (tl.zeros([BLOCK_D], dtype=tl.float32),)
-        dB_inv = dB_inv + (tl.zeros([BLOCK_D], dtype=tl.float32),)
-        dC_inv = dC_inv + (tl.zeros([BLOCK_D], dtype=tl.float32),)
+            tl.store(dh0_ptr + state_row + n, zero_d, mask=d_mask)
+        tl.store(dA_ptr + state_row + n, zero_d, mask=d_mask)
+        if B_MODE == 0:
+            tl.store(dB_ptr + state_row + n, zero_d, mask=d_mask)
+        if C_MODE == 0:
+            tl.store(dC_ptr + state_row + n, zero_d, mask=d_mask)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
@@ -130,12 +133,14 @@ def scan_bwd_v2_kernel(
     ones = tl.full([BLOCK_D, T], 1.0, dtype=tl.float32)
 
     for i in range(nchunks):
+        # Scratch written by other lanes of this program (replicated layouts) must be visible.
+        tl.debug_barrier()
         c = nchunks - 1 - i
         offs_t = c * T + steps
         t_mask = offs_t < seqlen
         m2 = d_mask[:, None] & t_mask[None, :]
         ptrs = row[:, None] + offs_t[None, :]  # (BLOCK_D, T)
-        ck = (pid_b.to(tl.int64) * nchunks + c) * N * dim + offs_d  # (BLOCK_D,) state 0 of this chunk
+        ck = (pid_b.to(tl.int64) * nchunks + c) * dstate * dim + offs_d  # (BLOCK_D,) state 0 of this chunk
         # Masked steps and channels load 0: Δ = 0 makes them identities, dout = 0 gives them no
         # adjoint source, so they add nothing to any sum below.
         u = tl.load(u_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
@@ -148,11 +153,12 @@ def scan_bwd_v2_kernel(
         dy = dout
         if HAS_Z:
             y = tl.zeros([BLOCK_D, T], dtype=tl.float32)
-            for n in tl.static_range(N):
+            for n in range(dstate):
+                A2n = tl.load(A_ptr + offs_d * dstate + n, mask=d_mask, other=0.0).to(tl.float32) * LOG2E
                 h0n = tl.load(ckpt_ptr + ck + n * dim, mask=d_mask, other=0.0)
                 Bn = load_bc(B_ptr, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
                 Cn = load_bc(C_ptr, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
-                _, _, hs = _chunk_states(dt, dtu, A2[n], h0n, Bn, first, FAST_EXP2)
+                _, _, hs = _chunk_states(dt, dtu, A2n, h0n, Bn, first, FAST_EXP2)
                 y += hs * Cn
             if HAS_D:
                 y += u * Dv[:, None]
@@ -167,33 +173,26 @@ def scan_bwd_v2_kernel(
         # Pass 2, the adjoint per state.
         rhbA = tl.zeros([BLOCK_D, T], dtype=tl.float32)  # Σ_n r (h - b) A log2(e)
         rB = tl.zeros([BLOCK_D, T], dtype=tl.float32)  # Σ_n r B
-        carry_next = ()
-        dA_next = ()
-        dB_next = ()
-        dC_next = ()
-        for n in tl.static_range(N):
+        for n in range(dstate):
+            A2n = tl.load(A_ptr + offs_d * dstate + n, mask=d_mask, other=0.0).to(tl.float32) * LOG2E
             h0n = tl.load(ckpt_ptr + ck + n * dim, mask=d_mask, other=0.0)
+            carry = tl.load(dh0_ptr + state_row + n, mask=d_mask, other=0.0)
             Bn = load_bc(B_ptr, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
             Cn = load_bc(C_ptr, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
-            a, b, hs = _chunk_states(dt, dtu, A2[n], h0n, Bn, first, FAST_EXP2)
+            a, b, hs = _chunk_states(dt, dtu, A2n, h0n, Bn, first, FAST_EXP2)
             # r_t = c_t + a_{t+1} r_{t+1}; the adjoint from after the chunk enters at the last step
             # (padded steps are identities, so it reaches the last real step unchanged).
             src = dy * Cn
-            src = tl.where(last, src + carry[n][:, None], src)
+            src = tl.where(last, src + carry[:, None], src)
             _, _, r = tl.associative_scan((a, ones, src), axis=1, combine_fn=adjoint_combine, reverse=True)
-            carry_next = carry_next + (column(a * r, first),)
+            tl.store(dh0_ptr + state_row + n, column(a * r, first), mask=d_mask)
             rhb = r * (hs - b)  # r_t a_t h_{t-1}
-            rhbA += rhb * A2[n][:, None]
+            rhbA += rhb * A2n[:, None]
             rB += r * Bn
-            dA_next = dA_next + (dA[n] + tl.sum(rhb * dt, axis=1),)
-            dB_next = dB_next + (_add_bc_grad(r * dtu, dB_inv[n], dB_ptr, b_base, n, offs_t, d_mask, t_mask,
-                                              B_sn, B_st, B_MODE),)
-            dC_next = dC_next + (_add_bc_grad(hs * dy, dC_inv[n], dC_ptr, c_base, n, offs_t, d_mask, t_mask,
-                                              C_sn, C_st, C_MODE),)
-        carry = carry_next
-        dA = dA_next
-        dB_inv = dB_next
-        dC_inv = dC_next
+            dA_n = tl.load(dA_ptr + state_row + n, mask=d_mask, other=0.0)
+            tl.store(dA_ptr + state_row + n, dA_n + tl.sum(rhb * dt, axis=1), mask=d_mask)
+            _add_bc_grad(r * dtu, dB_ptr, state_row + n, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
+            _add_bc_grad(hs * dy, dC_ptr, state_row + n, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
 
         ddt = rhbA * LN2 + u * rB
         du = dt * rB
@@ -206,13 +205,6 @@ def scan_bwd_v2_kernel(
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-    for n in tl.static_range(N):
-        tl.store(dh0_ptr + state_row + n, carry[n], mask=d_mask)
-        tl.store(dA_ptr + state_row + n, dA[n], mask=d_mask)
-        if B_MODE == 0:
-            tl.store(dB_ptr + state_row + n, dB_inv[n], mask=d_mask)
-        if C_MODE == 0:
-            tl.store(dC_ptr + state_row + n, dC_inv[n], mask=d_mask)
     row_offs = pid_b.to(tl.int64) * dim + offs_d
     if HAS_D:
         tl.store(dD_ptr + row_offs, dD_acc, mask=d_mask)

@@ -130,9 +130,9 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_soft
     common = dict(T=cfg.chunk, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
                   **_flags(D, z, delta_bias, delta_softplus))
     if cfg.bwd_kernel == "v2":
-        # The state index is a static loop: any dstate, no padding to a power of two.
-        scan_bwd_v2_kernel[grid](*args, dim, seqlen, nchunks, b_dpg, *b_str, c_dpg, *c_str,
-                                 BLOCK_D=block_d, N=dstate, num_warps=cfg.bwd_num_warps, **common)
+        # The state index is a run-time loop: any dstate, no padding to a power of two.
+        scan_bwd_v2_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
+                                 BLOCK_D=block_d, num_warps=cfg.bwd_num_warps, **common)
     else:
         scan_bwd_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
                               BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)
