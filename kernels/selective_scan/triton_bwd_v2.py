@@ -22,8 +22,10 @@ round-2 attempt kept every state's tiles alive across an unrolled loop). dB and 
 time-varying forms are channel sums added to fp32 buffers with relaxed atomics; per-channel
 parameter gradients are written per batch row and summed by the launcher (deterministic).
 
-Costs per (channel, step, state): one exp2 in pass 2 and another in pass 1 when z is given
-(storing y in the forward would save it, at 2 more bytes per element written there).
+Costs per (channel, step, state): one exp2 in pass 2 and another in pass 1 when z is given.
+"v3" is this kernel with Y_SAVED: the forward stores the output before the gate (2 bytes per
+element in bf16) and pass 1 becomes one load; optionally (BC_PARTIALS) the dB / dC channel sums
+go to a per-program buffer with plain stores instead of atomics.
 """
 
 from __future__ import annotations
@@ -59,19 +61,25 @@ def _chunk_states(dt, dtu, A2n, h0n, Bn, first, FAST_EXP2: tl.constexpr):
 
 
 @triton.jit
-def _add_bc_grad(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, MODE: tl.constexpr):
+def _add_bc_grad(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, part_row, seqlen,
+                 MODE: tl.constexpr, PARTIALS: tl.constexpr):
     """Add a (BLOCK_D, T) gradient tile of B or C where it belongs: summed over time into the
     per-row partial sums at ``inv_offs`` (BLOCK_D,) (time-invariant form; each element owned by
     one program), or summed over the program's channels and added atomically (fp32, relaxed) into
-    the buffer shaped like B or C."""
+    the buffer shaped like B or C. With PARTIALS (group-tile form only) the channel sum is stored,
+    not added, at row ``part_row + n`` of a (batch, programs, dstate, seqlen) buffer that the
+    launcher sums over programs: plain stores instead of atomics, deterministic."""
     if MODE == 0:
         m = d_mask
         tl.store(ptr + inv_offs, tl.load(ptr + inv_offs, mask=m, other=0.0) + tl.sum(val, axis=1), mask=m)
     elif MODE == 1:
         # Every channel of the block is in one group: one (1, T) row per state leaves the program.
         row_sum = tl.sum(val, axis=0, keep_dims=True)
-        tl.atomic_add(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), row_sum,
-                      mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
+        if PARTIALS:
+            tl.store(ptr + ((part_row + n) * seqlen + offs_t)[None, :], row_sum, mask=t_mask[None, :])
+        else:
+            tl.atomic_add(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), row_sum,
+                          mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
     else:
         tl.atomic_add(ptr + bc_offsets(base, n, offs_t, s_n, s_t, MODE), val,
                       mask=bc_mask(d_mask, t_mask, MODE), sem="relaxed")
@@ -80,19 +88,22 @@ def _add_bc_grad(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, 
 @triton.jit
 def scan_bwd_v2_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, ypre_ptr,
     dim, seqlen, dstate, nchunks,
     B_dpg, B_sb, B_sg, B_sn, B_st,
     C_dpg, C_sb, C_sg, C_sn, C_st,
     BLOCK_D: tl.constexpr, T: tl.constexpr,
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
-    HAS_DLAST: tl.constexpr,
+    HAS_DLAST: tl.constexpr, Y_SAVED: tl.constexpr = False, BC_PARTIALS: tl.constexpr = False,
 ):
     # ckpt_ptr: fp32 (batch, nchunks, dstate, dim), the state before each chunk (forward kernel).
     # dB_ptr / dC_ptr: fp32 buffers shaped like B / C (time-varying forms, same strides as B / C),
     # or (batch, dim, dstate) per-row partial sums (time-invariant form).
     # dA_ptr, dh0_ptr: (batch, dim, dstate); dD_ptr / dbias_ptr: (batch, dim) per-row partials, fp32.
+    # Y_SAVED (with z): ypre_ptr is the forward's output before the gate, (batch, dim, seqlen), so
+    # pass 1 is a load. BC_PARTIALS: group-tile dB / dC are (batch, programs, dstate, seqlen)
+    # buffers of per-program channel sums (see _add_bc_grad).
     #
     # The state loop is a run-time loop (dstate is not a constexpr): unrolled, the compiler hoists
     # every state's loads and overlaps the states' live ranges, and spills (sm_90, offline: 255
@@ -131,6 +142,7 @@ def scan_bwd_v2_kernel(
     first = (steps == 0)[None, :]
     last = (steps == T - 1)[None, :]
     ones = tl.full([BLOCK_D, T], 1.0, dtype=tl.float32)
+    part_row = (pid_b.to(tl.int64) * tl.num_programs(0) + pid_d) * dstate  # BC_PARTIALS: state 0's row
 
     for i in range(nchunks):
         # Scratch written by other lanes of this program (replicated layouts) must be visible.
@@ -151,7 +163,9 @@ def scan_bwd_v2_kernel(
 
         # Pass 1, output gate: out = (y + D u) * silu(z) needs y for dz.
         dy = dout
-        if HAS_Z:
+        if HAS_Z and Y_SAVED:
+            y = tl.load(ypre_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+        elif HAS_Z:
             y = tl.zeros([BLOCK_D, T], dtype=tl.float32)
             for n in range(dstate):
                 A2n = tl.load(A_ptr + offs_d * dstate + n, mask=d_mask, other=0.0).to(tl.float32) * LOG2E
@@ -162,6 +176,7 @@ def scan_bwd_v2_kernel(
                 y += hs * Cn
             if HAS_D:
                 y += u * Dv[:, None]
+        if HAS_Z:
             zv = tl.load(z_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zv)
             dy = dout * zv * sz
@@ -191,8 +206,10 @@ def scan_bwd_v2_kernel(
             rB += r * Bn
             dA_n = tl.load(dA_ptr + state_row + n, mask=d_mask, other=0.0)
             tl.store(dA_ptr + state_row + n, dA_n + tl.sum(rhb * dt, axis=1), mask=d_mask)
-            _add_bc_grad(r * dtu, dB_ptr, state_row + n, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
-            _add_bc_grad(hs * dy, dC_ptr, state_row + n, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
+            _add_bc_grad(r * dtu, dB_ptr, state_row + n, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st,
+                         part_row, seqlen, B_MODE, BC_PARTIALS)
+            _add_bc_grad(hs * dy, dC_ptr, state_row + n, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st,
+                         part_row, seqlen, C_MODE, BC_PARTIALS)
 
         ddt = rhbA * LN2 + u * rB
         du = dt * rB

@@ -7,7 +7,8 @@ into the first step, and y_t accumulates C_t h_t in registers: no shuffles, one 
 FMAs per (channel, step, state). Inputs are read once (the next chunk's u, Δ, z are loaded before
 the current one is computed, to hide memory latency); with SAVE_CKPT the state at each chunk
 start is stored, fp32 (batch, nchunks, dstate, dim) so each store is coalesced over channels, for
-the backward pass to recompute the chunk from.
+the backward pass to recompute the chunk from; with SAVE_Y (and z) also the output before the
+gate, for the backward's dz.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from .triton_common import LOG2E, affine_combine, bc_base, column, delta_activat
 @triton.jit
 def scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
-    out_ptr, last_ptr, ckpt_ptr,
+    out_ptr, last_ptr, ckpt_ptr, ypre_ptr,
     dim, seqlen, nchunks,
     B_dpg, B_sb, B_sg, B_sn, B_st,
     C_dpg, C_sb, C_sg, C_sn, C_st,
     BLOCK_D: tl.constexpr, N: tl.constexpr, T: tl.constexpr,
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
-    HAS_H0: tl.constexpr, SAVE_CKPT: tl.constexpr,
+    HAS_H0: tl.constexpr, SAVE_CKPT: tl.constexpr, SAVE_Y: tl.constexpr,
 ):
+    # ypre_ptr (SAVE_Y, with z only): (batch, dim, seqlen) in out's dtype, the output before the
+    # gate, y + D u, which the backward needs for dz; storing it spares the backward a pass.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -99,6 +102,8 @@ def scan_fwd_kernel(
         if HAS_D:
             y += u * Dv[:, None]
         if HAS_Z:
+            if SAVE_Y:
+                tl.store(ypre_ptr + ptrs, y.to(ypre_ptr.dtype.element_ty), mask=m2)
             zv = z_raw.to(tl.float32)
             y *= zv * tl.sigmoid(zv)
             z_raw = z_next

@@ -3,7 +3,8 @@
 The forward kernel (``triton_fwd.py``) reads every input once, keeps the state on chip and stores
 only the state at each chunk start; the backward kernel recomputes states from those, with the
 same chunk: ``triton_bwd.py`` ("v1", (T, N, BLOCK_D) tiles) or ``triton_bwd_v2.py`` ("v2", the
-forward's layout), chosen by ``ScanConfig.bwd_kernel``. Gradients flow to every input, to ``initial_state`` and through the returned last state.
+forward's layout; "v3", the same kernel reading the output before the gate, which the forward then
+stores, instead of recomputing it), chosen by ``ScanConfig.bwd_kernel``. Gradients flow to every input, to ``initial_state`` and through the returned last state.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .triton_bwd_v2 import scan_bwd_v2_kernel
 from .triton_common import BC_GROUP_TILE, BC_INVARIANT, BC_PER_CHANNEL
 from .triton_fwd import scan_fwd_kernel
 
-BWD_KERNELS = ("v1", "v2")
+BWD_KERNELS = ("v1", "v2", "v3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +31,12 @@ class ScanConfig:
     whether B and C are converted to fp32 once before the kernels (else each thread converts).
 
     The backward runs with the same chunk (it restarts from the forward's per-chunk states) and
-    its own channels per program; ``bwd_kernel`` picks "v1" (``triton_bwd.py``, always one warp)
-    or "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps)."""
+    its own channels per program; ``bwd_kernel`` picks "v1" (``triton_bwd.py``, always one warp),
+    "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps) or "v3" (v2 with the forward storing the
+    output before the gate when z is given and gradients are needed: one more (batch, dim, seqlen)
+    write in u's dtype, one recompute pass less). ``bwd_bc_partials`` (v2/v3): per-program dB / dC
+    channel sums stored and summed by torch instead of atomics, where B / C are shared by every
+    channel of a program (the Mamba block's layout)."""
 
     block_d: int
     chunk: int
@@ -39,7 +44,8 @@ class ScanConfig:
     bc_fp32: bool = False
     bwd_block_d: int = 4  # the backward kernel's channels per program
     bwd_kernel: str = "v1"
-    bwd_num_warps: int = 1  # v2 only
+    bwd_num_warps: int = 1  # v2 / v3 only
+    bwd_bc_partials: bool = False  # v2 / v3 only
 
     def __post_init__(self):
         if self.bwd_kernel not in BWD_KERNELS:
@@ -83,6 +89,8 @@ def _flags(D, z, delta_bias, delta_softplus):
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_ckpt, cfg):
+    """out, last state, chunk-start states (``save_ckpt``) and, for the "v3" backward with z, the
+    output before the gate (else None)."""
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
     nchunks = triton.cdiv(seqlen, cfg.chunk)
@@ -91,22 +99,46 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     # (batch, nchunks, dstate, dim): channels contiguous, so each state's store is coalesced
     ckpt = (torch.empty(batch, nchunks, dstate, dim, device=u.device, dtype=torch.float32)
             if save_ckpt else last)  # placeholder pointer when not stored
+    save_y = save_ckpt and z is not None and cfg.bwd_kernel == "v3"
+    ypre = torch.empty_like(out) if save_y else None
     b_mode, b_dpg, b_str = _bc_layout(B, dim, cfg.block_d)
     c_mode, c_dpg, c_str = _bc_layout(C, dim, cfg.block_d)
     grid = (triton.cdiv(dim, cfg.block_d), batch)
     scan_fwd_kernel[grid](
         u, delta, A, B, C, D, z, delta_bias, initial_state,
-        out, last, ckpt,
+        out, last, ckpt, ypre,
         dim, seqlen, nchunks,
         b_dpg, *b_str, c_dpg, *c_str,
         BLOCK_D=cfg.block_d, N=dstate, T=cfg.chunk,
-        B_MODE=b_mode, C_MODE=c_mode, HAS_H0=initial_state is not None, SAVE_CKPT=save_ckpt,
+        B_MODE=b_mode, C_MODE=c_mode, HAS_H0=initial_state is not None, SAVE_CKPT=save_ckpt, SAVE_Y=save_y,
         num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
     )
-    return out, last, (ckpt if save_ckpt else None)
+    return out, last, (ckpt if save_ckpt else None), ypre
 
 
-def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_softplus, cfg):
+def _bc_grad_buffer(t, mode, dpg, batch, nprog, dstate, seqlen, partials, f32):
+    """fp32 buffer the backward kernel accumulates dB or dC into: per-row (batch, dim, dstate) sums
+    for the time-invariant form, per-program channel sums (batch, programs, dstate, seqlen) with
+    ``partials`` in the group-tile form, else zeros in the layout of ``t`` (atomics)."""
+    if t.dim() == 2:
+        return torch.empty(batch, t.shape[0], dstate, **f32)
+    if partials and mode == BC_GROUP_TILE:
+        return torch.empty(batch, nprog, dstate, seqlen, **f32)  # every element is stored once
+    return torch.zeros(t.shape, **f32)
+
+
+def _bc_grad_finish(buf, t, mode, dpg, block_d, partials):
+    """The gradient of B or C (fp32, t's shape) from the kernel's buffer (see _bc_grad_buffer)."""
+    if t.dim() == 2:
+        return buf.sum(0)
+    if partials and mode == BC_GROUP_TILE:
+        batch, nprog, dstate, seqlen = buf.shape
+        # Programs are numbered along channels, so a group's programs are consecutive.
+        return buf.view(batch, nprog // (dpg // block_d), dpg // block_d, dstate, seqlen).sum(2).view(t.shape)
+    return buf
+
+
+def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delta_softplus, cfg):
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
     nchunks = ckpt.shape[1]
@@ -116,29 +148,31 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, delta_soft
     dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None
     dA = torch.empty(batch, dim, dstate, **f32)
     dh0 = torch.empty(batch, dim, dstate, **f32)
-    # Time-varying B/C: fp32 buffers in B/C's own layout (they are made contiguous by the caller).
-    dB = torch.zeros(B.shape, **f32) if B.dim() > 2 else torch.empty(batch, dim, dstate, **f32)
-    dC = torch.zeros(C.shape, **f32) if C.dim() > 2 else torch.empty(batch, dim, dstate, **f32)
     dD = torch.empty(batch, dim, **f32) if D is not None else None
     dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
     block_d = cfg.bwd_block_d
     b_mode, b_dpg, b_str = _bc_layout(B, dim, block_d)
     c_mode, c_dpg, c_str = _bc_layout(C, dim, block_d)
     grid = (triton.cdiv(dim, block_d), batch)
+    partials = cfg.bwd_bc_partials and cfg.bwd_kernel != "v1"
+    # Time-varying B/C: fp32 buffers in B/C's own layout (they are made contiguous by the caller).
+    dB = _bc_grad_buffer(B, b_mode, b_dpg, batch, grid[0], dstate, seqlen, partials, f32)
+    dC = _bc_grad_buffer(C, c_mode, c_dpg, batch, grid[0], dstate, seqlen, partials, f32)
     args = (u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
             du, ddelta, dz, dA, dB, dC, dD, dbias, dh0)
     common = dict(T=cfg.chunk, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
                   **_flags(D, z, delta_bias, delta_softplus))
-    if cfg.bwd_kernel == "v2":
+    if cfg.bwd_kernel in ("v2", "v3"):
         # The state index is a run-time loop: any dstate, no padding to a power of two.
-        scan_bwd_v2_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
-                                 BLOCK_D=block_d, num_warps=cfg.bwd_num_warps, **common)
+        scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
+                                 BLOCK_D=block_d, num_warps=cfg.bwd_num_warps, Y_SAVED=ypre is not None,
+                                 BC_PARTIALS=partials, **common)
     else:
         scan_bwd_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
                               BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)
-    # Per-row partial sums -> parameter gradients (deterministic, unlike atomics).
-    dB = dB.sum(0) if B.dim() == 2 else dB
-    dC = dC.sum(0) if C.dim() == 2 else dC
+    # Partial sums -> gradients (deterministic, unlike atomics).
+    dB = _bc_grad_finish(dB, B, b_mode, b_dpg, block_d, partials)
+    dC = _bc_grad_finish(dC, C, c_mode, c_dpg, block_d, partials)
     return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if dD is not None else None, dz,
             dbias.sum(0) if dbias is not None else None, dh0)
 
@@ -161,10 +195,10 @@ class SelectiveScanTriton(torch.autograd.Function):
             B, C = B.to(torch.float32), C.to(torch.float32)
         save = any(ctx.needs_input_grad)
         with _on_device(u):
-            out, last, ckpt = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
+            out, last, ckpt, ypre = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
                                        save, cfg)
         if save:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre)
             ctx.delta_softplus, ctx.cfg, ctx.bc_dtypes = delta_softplus, cfg, bc_dtypes
             ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
         ctx.set_materialize_grads(False)
@@ -172,11 +206,11 @@ class SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, ckpt, ypre = ctx.saved_tensors
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
         dlast = dlast.contiguous() if dlast is not None else None
         with _on_device(u):
-            grads = _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, ctx.delta_softplus, ctx.cfg)
+            grads = _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, ctx.delta_softplus, ctx.cfg)
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
         cast = lambda g, like: None if g is None or like is None else g.to(like.dtype)  # noqa: E731
         dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None

@@ -2,7 +2,7 @@
 
 On a CPU-only machine the kernels run in Triton's interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), small shapes, float32. The ``gpu`` tests run the same kernels natively in
-fp32 / bf16 / fp16 at larger shapes. Every test runs once per backward kernel ("v1", "v2").
+fp32 / bf16 / fp16 at larger shapes. Every test runs once per backward kernel ("v1", "v2", "v3").
 """
 
 from __future__ import annotations
@@ -290,7 +290,35 @@ def test_other_launch_configurations(monkeypatch, bwd_kernel, block_d, chunk, bw
 
 def test_unknown_backward_kernel_is_refused():
     with pytest.raises(ValueError, match="bwd_kernel"):
-        triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v3")
+        triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v9")
+
+
+def test_per_program_bc_partial_sums(monkeypatch, bwd_kernel):
+    # Group-tile B/C (groups of 8 channels, 4-channel programs: two programs per group, two chunks)
+    # with the channel sums stored per program and summed by the launcher instead of atomics.
+    if bwd_kernel == "v1":
+        pytest.skip("v1 has no per-program partial sums")
+    cfg = triton_scan.ScanConfig(4, 16, 1, bwd_block_d=4, bwd_kernel=bwd_kernel, bwd_bc_partials=True)
+    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", cfg)
+    assert_matches_reference(make_inputs(1, 16, 20, 3, "grouped", 2, seed=16))
+
+
+def test_v3_forward_stores_the_output_before_the_gate_only_when_needed(monkeypatch, bwd_kernel):
+    # The "v3" backward reads y + D u from the forward instead of recomputing it: stored exactly when
+    # z is given and gradients are needed, and equal (fp32) to the reference's pre-gate output.
+    inputs = make_inputs(1, 4, 21, 4, seed=23)
+    cfg = triton_scan.default_config(4, 21, 4, 4)
+    args = [inputs[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    _, _, _, ypre = triton_scan._forward(*args, None, True, True, cfg)
+    assert (ypre is not None) == (bwd_kernel == "v3")
+    _, _, _, none_without_grads = triton_scan._forward(*args, None, True, False, cfg)
+    no_z = list(args)
+    no_z[6] = None
+    _, _, _, none_without_z = triton_scan._forward(*no_z, None, True, True, cfg)
+    assert none_without_grads is None and none_without_z is None
+    if ypre is not None:
+        want = selective_scan_ref(*(t.double() for t in no_z[:6]), None, inputs["delta_bias"].double(), True)
+        assert rel_err(ypre, want) < 2e-6
 
 
 # --- natively on the GPU ---------------------------------------------------------------------
