@@ -1,14 +1,15 @@
-"""Sweep of the selective-scan backward kernels on the GPU (issue 3, task K1).
+"""Sweep of the selective-scan backward kernels on the GPU (issue 3, tasks K1, K1b).
 
     python3 benchmarks/bench_bwd_sweep.py --out $OUT/bwd_sweep.md
 
-For each variant (the old backward "v1" at its default, the new "v2" at several
-block_d:num_warps:chunk launches): a correctness check of out and every gradient against the
+For each variant (the old backward "v1" at its default, "v2" and "v3" (v2 reading the pre-gate
+output the forward stores) at several block_d:num_warps:chunk launches, "partials": dB/dC channel
+sums stored per program instead of atomics): a correctness check of out and every gradient against the
 float64 reference on a small random problem, bf16, every option on (z, D, delta_bias, softplus,
 B/C (batch, 1, dstate, seqlen)), and a second with time-invariant B/C plus initial_state and a
 loss on the last state; then the median of ``triton.testing.do_bench`` of forward and of
 forward+backward at issue 3's size (batch 8, dim 1536, dstate 16, bf16, random data) at seqlen 4k
-for every variant, and at 1k/16k/64k for the fastest two v2 variants and v1. One variant failing
+for every variant, and at 1k/16k/64k for v1, the fastest v2 and the fastest two v3 variants. One variant failing
 (compile error, wrong gradients) is reported and the sweep goes on. Under four minutes on an H200.
 
 ``--smoke`` (CPU, ``TRITON_INTERPRET=1``): tiny sizes, float32, no do_bench; checks that the
@@ -47,13 +48,18 @@ class Variant:
 
 
 def variants() -> list[Variant]:
-    """v1 as it is the default today, and v2 launches: the forward keeps its measured-best 16
-    channels x 1 warp; chunk 16 (two lanes along time per channel) unless named."""
+    """v1 as it is the default today, then v2 and v3 launches: the forward keeps its measured-best
+    16 channels x 1 warp. Left out after the offline sm_90 compile (benchmarks/NOTES.md, K1 and
+    K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack), 8:1:32 (time over all
+    lanes), 32:1:8; v3 16:2:16 (more instructions than 8:1:16 at the same warps)."""
     out = [Variant("v1 bwd_block_d 4 (default)", triton_scan.ScanConfig(16, 16, 1))]
-    for block_d, warps, chunk in [(16, 1, 16), (32, 1, 16), (32, 2, 16), (64, 2, 16), (16, 2, 32),
-                                  (8, 1, 16), (16, 1, 32), (8, 1, 32), (32, 1, 8)]:
-        cfg = triton_scan.ScanConfig(16, chunk, 1, bwd_kernel="v2", bwd_block_d=block_d, bwd_num_warps=warps)
-        out.append(Variant(f"v2 {block_d}:{warps}:{chunk}", cfg))
+    launches = [("v2", 16, 1, 16, False), ("v2", 32, 2, 16, False), ("v2", 16, 2, 32, False), ("v2", 8, 1, 16, False),
+                ("v3", 16, 1, 16, False), ("v3", 16, 1, 16, True), ("v3", 16, 2, 32, False), ("v3", 16, 2, 32, True),
+                ("v3", 8, 1, 16, False), ("v3", 32, 2, 16, False), ("v3", 16, 4, 32, False)]
+    for kernel, block_d, warps, chunk, partials in launches:
+        cfg = triton_scan.ScanConfig(16, chunk, 1, bwd_kernel=kernel, bwd_block_d=block_d, bwd_num_warps=warps,
+                                     bwd_bc_partials=partials)
+        out.append(Variant(f"{kernel} {block_d}:{warps}:{chunk}{' partials' if partials else ''}", cfg))
     return out
 
 
@@ -189,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             triton_scan.CONFIG_OVERRIDE = None
 
-    # The fastest two v2 variants that passed both checks, and v1, at the other lengths.
+    # v1, the fastest v2 and the fastest two v3 variants that passed both checks, at the other lengths.
     def passed(r):
         return "error" not in r and r.get("check", "").startswith("PASS") and r.get("check_inv", "").startswith("PASS")
 
     timed = [n for n, r in rows.items() if passed(r) and main_l in r]
-    best_v2 = sorted((n for n in timed if rows[n]["cfg"].bwd_kernel == "v2"), key=lambda n: rows[n][main_l][1])[:2]
-    finalists = [n for n in timed if rows[n]["cfg"].bwd_kernel == "v1"] + best_v2
+    def fastest(kernel, k):
+        return sorted((n for n in timed if rows[n]["cfg"].bwd_kernel == kernel), key=lambda n: rows[n][main_l][1])[:k]
+
+    finalists = fastest("v1", 1) + fastest("v2", 1) + fastest("v3", 2)
     seqlens = [int(s) for s in args.seqlens.split(",") if s]
     for seqlen in seqlens:
         for name in finalists:
@@ -228,7 +236,7 @@ def report(rows, finalists, seqlens, main_l, args, problem, size, dtype, elapsed
     on_gpu = torch.cuda.is_available() and not args.smoke
     device = torch.cuda.get_device_name() if on_gpu else "CPU (Triton interpreter, smoke run: nothing timed)"
     shape = lambda p: ", ".join(f"{k} {v}" for k, v in p.items())  # noqa: E731
-    lines = ["# Selective-scan backward sweep (issue 3, K1)", "",
+    lines = ["# Selective-scan backward sweep (issue 3, K1 / K1b)", "",
              f"- command: `python3 {' '.join(sys.argv)}`",
              f"- device: {device}; torch {torch.__version__}, triton {triton.__version__}; {elapsed_s:.0f} s in all",
              f"- check: {str(dtype).replace('torch.', '')}, {shape(problem)}, B/C (batch, 1, dstate, seqlen), "
