@@ -89,15 +89,18 @@ def _add_bc_grad(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, 
 def scan_bwd_v2_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, ypre_ptr,
-    dim, seqlen, dstate, nchunks,
+    dim, seqlen, dstate, nchunks, ckpt_chunks,
     B_dpg, B_sb, B_sg, B_sn, B_st,
     C_dpg, C_sb, C_sg, C_sn, C_st,
     BLOCK_D: tl.constexpr, T: tl.constexpr,
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
     HAS_DLAST: tl.constexpr, Y_SAVED: tl.constexpr = False, BC_PARTIALS: tl.constexpr = False,
+    CKPT_EVERY: tl.constexpr = 1,
 ):
-    # ckpt_ptr: fp32 (batch, nchunks, dstate, dim), the state before each chunk (forward kernel).
+    # ckpt_ptr: fp32 (batch, ckpt_chunks, dstate, dim), the state before each forward chunk; the
+    # backward's chunk T spans CKPT_EVERY of them (a longer chunk amortises the per-chunk work of
+    # the backward without changing the forward's, which is fastest at its own chunk).
     # dB_ptr / dC_ptr: fp32 buffers shaped like B / C (time-varying forms, same strides as B / C),
     # or (batch, dim, dstate) per-row partial sums (time-invariant form).
     # dA_ptr, dh0_ptr: (batch, dim, dstate); dD_ptr / dbias_ptr: (batch, dim) per-row partials, fp32.
@@ -152,7 +155,7 @@ def scan_bwd_v2_kernel(
         t_mask = offs_t < seqlen
         m2 = d_mask[:, None] & t_mask[None, :]
         ptrs = row[:, None] + offs_t[None, :]  # (BLOCK_D, T)
-        ck = (pid_b.to(tl.int64) * nchunks + c) * dstate * dim + offs_d  # (BLOCK_D,) state 0 of this chunk
+        ck = (pid_b.to(tl.int64) * ckpt_chunks + c * CKPT_EVERY) * dstate * dim + offs_d  # (BLOCK_D,) state 0
         # Masked steps and channels load 0: Δ = 0 makes them identities, dout = 0 gives them no
         # adjoint source, so they add nothing to any sum below.
         u = tl.load(u_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)

@@ -30,7 +30,8 @@ class ScanConfig:
     """Launch parameters: channels per program, time steps per chunk, warps per program, and
     whether B and C are converted to fp32 once before the kernels (else each thread converts).
 
-    The backward runs with the same chunk (it restarts from the forward's per-chunk states) and
+    The backward restarts from the forward's per-chunk states, with a chunk of ``bwd_chunk_factor``
+    forward chunks (v2 / v3; 1 for v1), and
     its own channels per program; ``bwd_kernel`` picks "v1" (``triton_bwd.py``, always one warp),
     "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps) or "v3" (v2 with the forward storing the
     output before the gate when z is given and gradients are needed: one more (batch, dim, seqlen)
@@ -46,10 +47,16 @@ class ScanConfig:
     bwd_kernel: str = "v1"
     bwd_num_warps: int = 1  # v2 / v3 only
     bwd_bc_partials: bool = False  # v2 / v3 only
+    bwd_chunk_factor: int = 1  # v2 / v3: the backward's chunk is this many forward chunks
 
     def __post_init__(self):
         if self.bwd_kernel not in BWD_KERNELS:
             raise ValueError(f"ScanConfig.bwd_kernel must be one of {sorted(BWD_KERNELS)}, got {self.bwd_kernel!r}")
+        factor = self.bwd_chunk_factor
+        if factor < 1 or factor & (factor - 1) or (factor != 1 and self.bwd_kernel == "v1"):
+            # A power of two, so the backward's chunk stays one (a tile length in Triton).
+            raise ValueError(f"ScanConfig.bwd_chunk_factor must be 1 for v1 and a power of two for v2 / v3, "
+                             f"got {factor}")
 
 
 def _interpreting() -> bool:
@@ -141,7 +148,9 @@ def _bc_grad_finish(buf, t, mode, dpg, block_d, partials):
 def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delta_softplus, cfg):
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
-    nchunks = ckpt.shape[1]
+    ckpt_chunks = ckpt.shape[1]
+    factor = cfg.bwd_chunk_factor if cfg.bwd_kernel != "v1" else 1
+    nchunks = triton.cdiv(seqlen, cfg.chunk * factor)
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
@@ -160,13 +169,13 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delt
     dC = _bc_grad_buffer(C, c_mode, c_dpg, batch, grid[0], dstate, seqlen, partials, f32)
     args = (u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
             du, ddelta, dz, dA, dB, dC, dD, dbias, dh0)
-    common = dict(T=cfg.chunk, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
+    common = dict(T=cfg.chunk * factor, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
                   **_flags(D, z, delta_bias, delta_softplus))
     if cfg.bwd_kernel in ("v2", "v3"):
         # The state index is a run-time loop: any dstate, no padding to a power of two.
-        scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
-                                 BLOCK_D=block_d, num_warps=cfg.bwd_num_warps, Y_SAVED=ypre is not None,
-                                 BC_PARTIALS=partials, **common)
+        scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, b_dpg, *b_str, c_dpg,
+                                 *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps, Y_SAVED=ypre is not None,
+                                 BC_PARTIALS=partials, CKPT_EVERY=factor, **common)
     else:
         scan_bwd_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
                               BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)

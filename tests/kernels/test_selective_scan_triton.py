@@ -303,6 +303,21 @@ def test_per_program_bc_partial_sums(monkeypatch, bwd_kernel):
     assert_matches_reference(make_inputs(1, 16, 20, 3, "grouped", 2, seed=16))
 
 
+@pytest.mark.parametrize("factor,seqlen", [(2, 37), (4, 16)])
+def test_backward_chunk_spanning_several_forward_chunks(monkeypatch, bwd_kernel, factor, seqlen):
+    # v2 / v3 walk the sequence in chunks of `factor` forward chunks, restarting from every
+    # factor-th stored state; the tail chunk is partial (37 = 2 x 16 + 5) or the only one (16 < 32).
+    if bwd_kernel == "v1":
+        with pytest.raises(ValueError, match="bwd_chunk_factor"):
+            triton_scan.ScanConfig(4, 8, 1, bwd_kernel="v1", bwd_chunk_factor=factor)
+        return
+    with pytest.raises(ValueError, match="power of two"):
+        triton_scan.ScanConfig(4, 8, 1, bwd_kernel=bwd_kernel, bwd_chunk_factor=3)
+    cfg = triton_scan.ScanConfig(4, 8, 1, bwd_block_d=4, bwd_kernel=bwd_kernel, bwd_chunk_factor=factor)
+    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", cfg)
+    assert_matches_reference(make_inputs(2, 8, seqlen, 4, "shared", seed=factor), tol=5e-5)
+
+
 def test_v3_forward_stores_the_output_before_the_gate_only_when_needed(monkeypatch, bwd_kernel):
     # The "v3" backward reads y + D u from the forward instead of recomputing it: stored exactly when
     # z is given and gradients are needed, and equal (fp32) to the reference's pre-gate output.
