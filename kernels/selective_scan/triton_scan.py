@@ -68,10 +68,13 @@ def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2) -> Sca
 
     On the GPU a chunk is two 16-byte loads (16 steps of bf16/fp16, 8 of fp32) held by two lanes,
     so the scan is a sequential fold in registers plus one shuffle level; one-warp programs of 16
-    channels measured fastest on the H200 (benchmarks/NOTES.md)."""
+    channels measured fastest on the H200 (benchmarks/NOTES.md). The backward is "v3" in programs of
+    16 channels x 2 warps over chunks of two forward chunks: 5.52 ms forward+backward at issue 3's
+    4k size against 7.21 for "v1" (``benchmarks/results/h200_bwd_sweep2.md``)."""
     if _interpreting():
         return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=16, num_warps=1)
-    return ScanConfig(block_d=16, chunk=32 // itemsize, num_warps=1)
+    return ScanConfig(block_d=16, chunk=32 // itemsize, num_warps=1, bwd_kernel="v3", bwd_block_d=16,
+                      bwd_num_warps=2, bwd_chunk_factor=2)
 
 
 # Tests and the benchmark override the choice through this hook (None: default_config).
