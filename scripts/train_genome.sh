@@ -89,6 +89,18 @@ EVAL_ARGS=("$OUTDIR/genome_heldout.gff3" "$SEQMAMBA_DATA/${HELDOUT%%,*}" --json 
 [[ $HELDOUT == *,* ]] && EVAL_ARGS+=(--fasta "$SEQMAMBA_DATA/${HELDOUT#*,}")
 if "$PY" -c "import pyrodigal" 2>/dev/null; then EVAL_ARGS+=(--prodigal); else log "pyrodigal not installed: no side-by-side run"; fi
 "$PY" -m pipelines.cli annotate-eval "${EVAL_ARGS[@]}" | tee "$WORK/eval.txt"
+# The package records its held-out figures (what `seqmamba models` and the app's Models page show).
+"$PY" - "$PKG/metrics.json" "$WORK/eval.json" "$HELDOUT" <<'EOF'
+import json, math, sys
+from pipelines.atomic import write_json_atomic
+path, evaluation, heldout = sys.argv[1:]
+metrics, ours = json.load(open(path)), json.load(open(evaluation))["prediction"]
+finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # precision of no calls: 0/0
+metrics["test"] = {k: finite(ours[k]) for k in ("sensitivity", "precision", "exact_start", "coding_f1", "n_reference", "n_predicted")}
+metrics["test_genome"] = f"{heldout} (held out of training and validation)"
+metrics["test_command"] = "python -m pipelines.genome.predict PKG heldout.fa -o heldout.gff3; seqmamba annotate-eval heldout.gff3 " + heldout
+write_json_atomic(path, metrics)
+EOF
 
 # 4. Whole-genome inference, timed (model load and FASTA conversion excluded from the stats' seconds).
 INFO=$(to_fasta "$TIMING_GENOME" "$WORK/timing.fa")

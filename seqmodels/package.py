@@ -86,6 +86,7 @@ def save_package(model: PackagedModel, directory, metrics: dict | None = None,
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
+        _open_modes(staging)
         if target.exists():
             # rename() cannot replace a non-empty folder: move the old one aside first.
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
@@ -99,6 +100,16 @@ def save_package(model: PackagedModel, directory, metrics: dict | None = None,
         raise
     logger.info("saved %s package to %s", name, target)
     return target
+
+
+def _open_modes(folder: Path) -> None:
+    """Give the staged package the modes ``mkdir`` and ``open`` would have (mkdtemp makes the folder
+    0700, safetensors the weights 0600), so a shared install's users can read it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for file in folder.iterdir():
+        os.chmod(file, 0o666 & ~mask)
 
 
 def _dump(what: str, value: Any) -> str:

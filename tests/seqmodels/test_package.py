@@ -36,6 +36,19 @@ def test_config_json_records_everything_a_reader_needs(package):
     assert sorted(os.listdir(path.parent)) == ["pkg"]  # no temporary folders left behind
 
 
+def test_a_package_gets_the_modes_of_ordinary_files(tmp_path):
+    # Not mkdtemp's 0700 folder nor a 0600 weights file: others can read a shared install's packages.
+    model = MambaClassifier(n_classes=2, d_model=8, n_layer=1, d_state=4)
+    old = os.umask(0o022)
+    try:
+        path = save_package(model, tmp_path / "pkg")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert {f.name: f.stat().st_mode & 0o777 for f in path.iterdir()} == dict.fromkeys(
+        ["config.json", "metrics.json", "model.safetensors"], 0o644)
+
+
 def test_saving_over_a_package_replaces_it_and_refuses_other_folders(package, tmp_path):
     model, path = package
     save_package(model, path, metrics={"accuracy": 0.95})

@@ -1,0 +1,52 @@
+"""The bundled model packages (data/models/): each loads strictly, records finite held-out figures and
+the commands that made it, and is accounted for in data/PROVENANCE.md."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from seqmodels.package import load_package
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = sorted(p for p in (ROOT / "data" / "models").iterdir() if p.is_dir())
+
+
+def test_there_is_a_package_for_each_task():
+    tasks = {load_package(p)[1]["task"] for p in PACKAGES}
+    assert tasks == {"classification", "forecasting", "tagging"}
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_package_loads_and_records_its_test_figures(package):
+    model, config, metrics = load_package(package)
+    assert not model.training and sum(t.numel() for t in model.parameters()) > 0
+    figures = {k: v for k, v in metrics["test"].items() if isinstance(v, float)}
+    assert figures and all(math.isfinite(v) for v in figures.values())
+    assert metrics["fit_command"].startswith("seqmamba fit") and metrics["test_command"]
+    assert config.get("licence") or config["task"] != "tagging"  # genomes' terms travel with the caller
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_package_is_described_in_the_provenance_file(package):
+    assert f"`{package.name}`" in (ROOT / "data" / "PROVENANCE.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_gene_caller_finds_most_genes_of_phage_lambda(tmp_path):
+    # Phage lambda was one of the caller's training genomes: this checks the bundled weights, the
+    # stitching and the decoder end to end, not generalisation (that is the held-out B. subtilis figure).
+    import json
+
+    from pipelines.genome.annotate_eval import main as annotate_eval
+    from pipelines.genome.predict import annotate_genome
+
+    model, _, _ = load_package(ROOT / "data" / "models" / "gene_caller-mamba")
+    annotate_genome(model, ROOT / "data" / "samples" / "phage_lambda_NC_001416.fa", tmp_path / "lambda.gff3",
+                    genetic_code=11, progress=False)
+    reference = ROOT.parent / "shared" / "data" / "genomes" / "phage_lambda" / "NC_001416.gbk.gz"
+    if not reference.is_file():
+        pytest.skip(f"{reference} is not here (the shared data folder)")
+    assert annotate_eval([str(tmp_path / "lambda.gff3"), str(reference), "--json", str(tmp_path / "m.json")]) == 0
+    ours = json.loads((tmp_path / "m.json").read_text())["prediction"]
+    assert ours["sensitivity"] > 0.6 and ours["precision"] > 0.8
