@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+THREADS_PER_RUN = 2  # set from --parallel in main()
 
 
 @dataclass
@@ -79,6 +80,9 @@ def run_job(job: Job, out: Path, max_minutes: float, extra: list[str], gpu: int 
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+            # Each process (and loader worker) would otherwise start one OpenMP thread per core: a dozen
+            # runs on one host then oversubscribe it many times over.
+            env.setdefault("OMP_NUM_THREADS", str(THREADS_PER_RUN))
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
             if rc != 0:
                 job.status = f"failed (rc {rc}) at {cmd[3]}"
@@ -145,6 +149,8 @@ def main() -> int:
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more fit overrides for every job")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    global THREADS_PER_RUN
+    THREADS_PER_RUN = max(1, (os.cpu_count() or 2) // args.parallel)
     jobs = ([] if args.only == "forecast" else dna_jobs(seeds)) + ([] if args.only == "dna" else forecast_jobs(seeds))
     if args.match:
         jobs = [j for j in jobs if any(m in j.name for m in args.match)]
