@@ -9,7 +9,8 @@ Rule (one pass per strand and frame, then a greedy pass):
    start codons (ATG/GTG/TTG that the code allows) in the same frame after the previous in-frame
    stop. A base at codon position k of a candidate scores logit(p_k) = log p_k - log(1 - p_k), so
    bases the model calls non-coding *or* coding in another frame count against it. For each stop
-   the start maximising the ORF's summed score is kept (ties: the longer ORF).
+   the start maximising the ORF's summed score is kept (ties: the longer ORF). ``logit_offset`` is
+   subtracted from every base's log-odds and ``start_bonus`` added by start codon (both 0 by default).
 2. ORFs shorter than ``min_length`` (start to stop codon inclusive) or scoring at most
    ``min_score`` are dropped.
 3. Greedy: in decreasing score, an ORF is accepted unless more than ``max_overlap`` of its bases
@@ -49,12 +50,21 @@ class DecoderConfig:
     max_length: int = 100_000  # longest ORF looked for across the origin of a circular sequence
     start_codons: tuple[str, ...] = DEFAULT_STARTS
     eps: float = 1e-6  # probabilities are clipped to [eps, 1 - eps] before the logit
+    # Subtracted from every base's log-odds: > 0 asks for more than even odds before a base counts
+    # for an ORF, so a start is not moved upstream through bases the model is unsure of.
+    logit_offset: float = 0.0
+    # Added to the score of an ORF by its start codon (log-prior, e.g. {"ATG": 0, "GTG": -2}):
+    # bacteria start most genes at ATG; codons not named get 0.
+    start_bonus: dict[str, float] | None = None
 
     def __post_init__(self):
         if self.min_length < 6:
             raise ValueError(f"min_length must be at least 6 (a start and a stop codon), got {self.min_length}")
         if self.max_overlap < 0 or self.max_length < self.min_length:
             raise ValueError("max_overlap must be >= 0 and max_length >= min_length")
+        unknown = sorted(set(self.start_bonus or {}) - set(self.start_codons))
+        if unknown:
+            raise ValueError(f"start_bonus names codons that are not start codons: {', '.join(unknown)}")
 
 
 def _codon_ids(codons) -> np.ndarray:
@@ -108,7 +118,10 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
     n = len(seq)
     is_start, is_stop = tables
     margin = min(cfg.max_length, n) if circular else 0
-    logit = _logits(p, cfg.eps)  # (n, 3)
+    logit = _logits(p, cfg.eps) - np.float32(cfg.logit_offset)  # (n, 3)
+    bonus = np.zeros(64)
+    for codon, value in (cfg.start_bonus or {}).items():
+        bonus[_codon_ids([codon])] = value
     if circular:  # extended coordinates: x and x + n are the same base
         wrap = np.arange(n + margin + 2) % n
         ext = bytes(np.frombuffer(seq, dtype=np.uint8)[wrap])
@@ -144,7 +157,7 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
         length = ends[seg] - starts
         keep = length >= cfg.min_length
         starts, partial5, seg = starts[keep], partial5[keep], seg[keep]
-        score = cum[ends[seg]] - cum[starts]
+        score = cum[ends[seg]] - cum[starts] + np.where(partial5, 0.0, bonus[np.maximum(codons[starts], 0)])
         order = np.lexsort((starts, -score, seg))  # per segment: best score, then longest
         first = order[np.r_[True, seg[order][1:] != seg[order][:-1]]] if order.size else order
         first = first[score[first] > cfg.min_score]

@@ -246,6 +246,28 @@ def test_overlap_rule_keeps_the_higher_scorer():
     assert one.parts == (fwd,)  # the longer gene scores higher and is kept
 
 
+def test_start_bonus_and_logit_offset_move_the_start_downstream():
+    # A GTG 30 bp upstream of the true ATG, with the 30 bp between read as coding at 0.6 (a model
+    # unsure where the gene begins): plain log-odds extend the gene to the GTG (+0.4 per base); an
+    # offset above log(0.6/0.4) = 0.41 or a GTG penalty above 30 x 0.41 = 12.2 keep the true start.
+    rng = np.random.default_rng(8)
+    no_start = [c for c in SENSE if c not in ("ATG", "GTG", "TTG")]
+    core = "ATG" + "".join(rng.choice(no_start, size=60)) + "TAA"
+    seq = "CCCCCC" + "GTG" + "".join(rng.choice(no_start, size=9)) + core + "CCCCCC"
+    upstream, true = (6, 6 + 30 + len(core), 1), (36, 36 + len(core), 1)
+    probs = model_probs(len(seq), [(upstream,)], rng, confidence=0.9)
+    probs[6:36, 0] = model_probs(len(seq), [(upstream,)], rng, confidence=0.6)[6:36, 0]
+    plain = DecoderConfig(allow_partial=False)
+    assert parts_of(decode(seq, probs, config=plain)) == [(upstream,)]
+    assert parts_of(decode(seq, probs, config=DecoderConfig(allow_partial=False, logit_offset=0.5))) == [(true,)]
+    penalised = DecoderConfig(allow_partial=False, start_bonus={"ATG": 0.0, "GTG": -13.0})
+    assert parts_of(decode(seq, probs, config=penalised)) == [(true,)]
+    mild = DecoderConfig(allow_partial=False, start_bonus={"GTG": -11.0})
+    assert parts_of(decode(seq, probs, config=mild)) == [(upstream,)]
+    with pytest.raises(ValueError, match="not start codons: AAA"):
+        DecoderConfig(start_bonus={"AAA": 1.0})
+
+
 def test_bad_inputs_are_named():
     seq = "ATG" * 10
     with pytest.raises(InputError, match=r"expected shape \(30, 2, 4\)"):

@@ -1,0 +1,160 @@
+"""Choose the gene-call decoder's settings on genomes other than the held-out one (issue 10).
+
+The decoder (``pipelines/genome/decoder.py``) turns a gene caller's per-base probabilities into
+genes. Its settings are chosen here the way a model's hyper-parameters are: on the training and
+validation genomes, never on the held-out test genome, which is scored once at the end.
+
+    # 1. probabilities of each genome under a package, cached as .npz (slow on a CPU: ~1.5 kb/s/thread)
+    python benchmarks/genome_decoder_tuning.py probs data/models/gene_caller-mamba CACHE \\
+        genomes/athaliana_chloroplast/NC_000932.gb.gz genomes/phage_lambda/NC_001416.gbk.gz ...
+    # 2. grid over decoder settings on the tuning genomes (gene-level F1 averaged over genomes)
+    python benchmarks/genome_decoder_tuning.py sweep CACHE --tune NC_000932 NC_001416 ...
+    # 3. the held-out genome, once, under the default and the chosen settings
+    python benchmarks/genome_decoder_tuning.py score CACHE --genome Bsub_referencegenome --settings JSON
+
+Genome entries are paths under the shared data folder (SEQMAMBA_DATA or ../shared/data), GenBank
+files whose annotation is the reference; each record is decoded with the genome's genetic code and
+topology. The cache holds float16 probabilities (seqlen, 2, 4) per record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.data.alphabet import tokenize  # noqa: E402
+from pipelines.genome.annotation import read_annotation  # noqa: E402
+from pipelines.genome.decoder import DecoderConfig, decode  # noqa: E402
+from pipelines.genome.evaluate import evaluate  # noqa: E402
+from seqmodels import vocab  # noqa: E402
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("SEQMAMBA_DATA") or REPO.parent / "shared" / "data")
+
+
+def _stem(entry: str) -> str:
+    return Path(entry).name.split(".")[0]
+
+
+def compute_probs(package: Path, entries: list[str], cache: Path) -> None:
+    from pipelines.data.alphabet import tokenize
+    from pipelines.genome.predict import predict_probabilities
+    from seqmodels.package import load_package
+
+    model, _, _ = load_package(package)
+    cache.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        out = cache / f"{_stem(entry)}.npz"
+        if out.is_file():
+            print(f"{out} exists, skipped", flush=True)
+            continue
+        records = read_annotation(_data_root() / entry)
+        arrays, start = {}, time.perf_counter()
+        for k, rec in enumerate(records):
+            tokens = tokenize(rec.seq)  # (seqlen,) int8, as call_genes reads it
+            probs = predict_probabilities(model, tokens, circular=rec.circular).probs
+            arrays[f"p{k}"] = probs.astype(np.float16)
+        np.savez(out, entry=entry, **arrays)
+        bases = sum(len(r.seq) for r in records)
+        print(f"{entry}: {bases:,} bp in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
+
+
+def _load(cache: Path, stem: str):
+    data = np.load(cache / f"{stem}.npz")
+    records = read_annotation(_data_root() / str(data["entry"]))
+    return records, [data[f"p{k}"].astype(np.float32) for k in range(len(records))]
+
+
+def score_genome(records, probs, cfg: DecoderConfig):
+    calls, reference, lengths = [], [], {}
+    for rec, p in zip(records, probs):
+        text = vocab.decode(tokenize(rec.seq))  # upper-case ACGTN, as call_genes decodes it
+        calls += decode(text, p, seqid=rec.id, transl_table=rec.transl_table, circular=rec.circular, config=cfg)
+        reference += rec.cds
+        lengths[rec.id] = len(rec.seq)
+    return evaluate(calls, reference, lengths)
+
+
+def _f1(m) -> float:
+    return 2 * m.sensitivity * m.precision / max(m.sensitivity + m.precision, 1e-12)
+
+
+GRID = {
+    "max_overlap": [60, 120, 240],
+    "min_score": [0.0, 10.0, 30.0],
+    "logit_offset": [0.0, 0.5, 1.0, 2.0],
+    "start_bonus": [None, {"ATG": 0.0, "GTG": -2.0, "TTG": -3.0}, {"ATG": 0.0, "GTG": -4.0, "TTG": -6.0}],
+}
+
+
+def sweep(cache: Path, stems: list[str], out: Path | None) -> None:
+    genomes = {s: _load(cache, s) for s in stems}
+    rows = []
+    keys = list(GRID)
+    for values in itertools.product(*(GRID[k] for k in keys)):
+        settings = dict(zip(keys, values))
+        cfg = DecoderConfig(**settings)
+        per = {s: score_genome(*genomes[s], cfg) for s in stems}
+        rows.append((float(np.mean([_f1(m) for m in per.values()])),
+                     float(np.mean([m.exact_start for m in per.values()])), settings, per))
+    rows.sort(key=lambda r: (-r[0], -r[1]))
+    header = " | ".join(f"{s} sens / prec / start" for s in stems)
+    lines = [f"| mean gene F1 | mean exact start | settings | {header} |", "|---|---|---|" + "---|" * len(stems)]
+    default = dict(zip(keys, [g[0] for g in GRID.values()]))  # the decoder's defaults, for comparison
+    for f1, start, settings, per in rows[:15] + [r for r in rows if r[2] == default]:
+        cells = " | ".join(f"{m.sensitivity:.3f} / {m.precision:.3f} / {m.exact_start:.3f}" for m in per.values())
+        lines.append(f"| {f1:.4f} | {start:.3f} | `{json.dumps(settings)}` | {cells} |")
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+        (out.with_suffix(".best.json")).write_text(json.dumps(rows[0][2]) + "\n")
+
+
+def score(cache: Path, stem: str, settings: dict) -> None:
+    records, probs = _load(cache, stem)
+    for name, cfg in (("default", DecoderConfig()), ("chosen", DecoderConfig(**settings))):
+        m = score_genome(records, probs, cfg)
+        print(f"{stem} {name} {json.dumps(settings) if name == 'chosen' else ''}: calls {m.n_predicted}, "
+              f"sensitivity {m.sensitivity:.4f}, precision {m.precision:.4f}, exact start {m.exact_start:.4f}, "
+              f"coding F1 {m.coding_f1:.4f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("probs")
+    p.add_argument("package", type=Path)
+    p.add_argument("cache", type=Path)
+    p.add_argument("genomes", nargs="+")
+    s = sub.add_parser("sweep")
+    s.add_argument("cache", type=Path)
+    s.add_argument("--tune", nargs="+", required=True, help="cached genome stems to choose the settings on")
+    s.add_argument("--out", type=Path)
+    t = sub.add_parser("score")
+    t.add_argument("cache", type=Path)
+    t.add_argument("--genome", required=True)
+    t.add_argument("--settings", required=True, help="JSON object of DecoderConfig settings")
+    args = parser.parse_args()
+    if args.cmd == "probs":
+        compute_probs(args.package, args.genomes, args.cache)
+    elif args.cmd == "sweep":
+        sweep(args.cache, args.tune, args.out)
+    else:
+        score(args.cache, args.genome, json.loads(args.settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
