@@ -273,11 +273,11 @@ def forecast_file(model: torch.nn.Module, config: dict[str, Any], input_path: Pa
 
 def call_genes_file(model: torch.nn.Module, config: dict[str, Any], input_path: Path, output: Path, *,
                     bedgraph: Path | None, genetic_code: int, min_len: int, circular: bool,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, package: str = "the model package") -> dict[str, Any]:
     """Gene calls of every record of a genome FASTA into the GFF3 ``output`` (and the per-base coding
     probability into ``bedgraph``); returns the run's summary as a dict. Raises ``ValueError`` when
     the package is not a gene caller (a tagger with 2 strand tracks x 4 classes)."""
-    from pipelines.genome.decoder import DecoderConfig, codon_tables
+    from pipelines.genome.decoder import codon_tables, decoder_for_package
     from pipelines.genome.predict import annotate_genome, check_tagger
 
     if config.get("task") != "tagging":
@@ -286,11 +286,11 @@ def call_genes_file(model: torch.nn.Module, config: dict[str, Any], input_path: 
     check_tagger(model)
     # Settings are checked before the model runs, not after minutes of it.
     codon_tables(genetic_code)
-    DecoderConfig(min_length=min_len)
+    decoder = decoder_for_package(config, min_len, source=package)
     if bedgraph is not None:
         bedgraph.parent.mkdir(parents=True, exist_ok=True)
     summary = annotate_genome(model, input_path, output, bedgraph, genetic_code=genetic_code, min_len=min_len,
-                              circular=circular, progress=progress)
+                              circular=circular, decoder=decoder, progress=progress)
     return summary.as_dict()
 
 
@@ -337,7 +337,7 @@ def main(argv: list[str]) -> int:
         if gene_calling:
             summary = call_genes_file(model, config, args.input, args.output, bedgraph=args.bedgraph,
                                       genetic_code=args.genetic_code, min_len=args.min_len, circular=args.circular,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, package=str(model_dir / "config.json"))
             extra = f" and {args.bedgraph}" if args.bedgraph else ""
             print(f"{summary['genes']:,} genes on {summary['sequences']:,} sequences ({summary['bases']:,} bp) in "
                   f"{summary['seconds_total']:.1f} s -> {args.output}{extra}", file=sys.stderr)

@@ -82,12 +82,15 @@ def _with_progress(records: list[SequenceRecord]) -> Iterator[SequenceRecord]:
 
 def _call(entry: common.ModelEntry, name: str, data: bytes, options: dict) -> dict:
     """Read the genome and call its genes; the result (calls, tables, files) is kept per session."""
+    from pipelines.genome.decoder import decoder_for_package
     from pipelines.genome.gff3 import write_bedgraph, write_gff3
     from pipelines.genome.predict import call_genes
 
     records = _read(name, data)
     loaded = common.load_model(entry)
-    result = call_genes(loaded.model, _with_progress(records), source=name, keep_coding=True, **options)
+    decoder = decoder_for_package(loaded.config, options["min_len"], source=entry.name)
+    result = call_genes(loaded.model, _with_progress(records), source=name, keep_coding=True, decoder=decoder,
+                        **options)
     return {
         "name": name,
         "result": result,

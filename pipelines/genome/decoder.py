@@ -67,6 +67,25 @@ class DecoderConfig:
             raise ValueError(f"start_bonus names codons that are not start codons: {', '.join(unknown)}")
 
 
+# Settings a gene-caller package may record under config.json's "decoder" (chosen for that model);
+# min_length stays the user's (the command line's --min-len, the app's field).
+PACKAGE_SETTINGS = ("max_overlap", "min_score", "logit_offset", "start_bonus")
+
+
+def decoder_for_package(config: dict, min_length: int = 90, source: str = "package") -> DecoderConfig:
+    """The decoder a gene-caller package asks for: its config.json ``decoder`` settings (any of
+    ``PACKAGE_SETTINGS``; missing ones keep the defaults) with ``min_length`` from the user."""
+    settings = config.get("decoder") or {}
+    if not isinstance(settings, dict) or set(settings) - set(PACKAGE_SETTINGS):
+        extra = sorted(set(settings) - set(PACKAGE_SETTINGS)) if isinstance(settings, dict) else settings
+        raise InputError(f"config.json 'decoder' must map {', '.join(PACKAGE_SETTINGS)} to values; got {extra!r}",
+                         file=source)
+    try:
+        return DecoderConfig(min_length=min_length, **settings)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"config.json 'decoder': {err}", file=source) from None
+
+
 def _codon_ids(codons) -> np.ndarray:
     return np.array([16 * "ACGT".index(c[0]) + 4 * "ACGT".index(c[1]) + "ACGT".index(c[2]) for c in codons], dtype=int)
 

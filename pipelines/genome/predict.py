@@ -56,7 +56,7 @@ import torch
 from pipelines.data.alphabet import tokenize
 from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS
-from pipelines.genome.decoder import DecoderConfig, coding_probability, decode
+from pipelines.genome.decoder import DecoderConfig, coding_probability, decode, decoder_for_package
 from pipelines.genome.gff3 import write_bedgraph, write_gff3
 from seqmodels import vocab
 
@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = annotate_genome(
             model, args.fasta, args.output, args.bedgraph, genetic_code=args.genetic_code, min_len=args.min_len,
             window=args.window, overlap=args.overlap, circular=args.circular, batch_windows=args.batch_windows,
+            decoder=decoder_for_package(config, args.min_len, source=str(args.model)),
             autocast=False if args.no_autocast else None, progress=not args.no_progress,
         )
     except (InputError, PackageError, ValueError) as err:

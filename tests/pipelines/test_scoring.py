@@ -320,6 +320,28 @@ def test_score_with_a_gene_caller_writes_what_annotate_genome_writes(gene_caller
     assert not list((tmp_path / "calls").glob(".*"))  # written through temporary files renamed into place
 
 
+def test_a_gene_caller_package_carries_its_decoder_settings(gene_caller_pkg, tmp_path, capsys):
+    # config.json's "decoder" (chosen for that model) is what score decodes with; bad settings are
+    # refused before the model runs, naming the package's config.json.
+    import json
+    import shutil
+
+    from pipelines.genome.gff3 import read_gff3
+
+    strict = tmp_path / "strict"
+    shutil.copytree(gene_caller_pkg, strict)
+    config = json.loads((strict / "config.json").read_text())
+    (strict / "config.json").write_text(json.dumps({**config, "decoder": {"min_score": 1e9}}))
+    out = tmp_path / "none.gff3"
+    assert seqmamba(["score", str(strict), str(LAMBDA_FA), "-o", str(out), "--no-progress"]) == 0
+    assert read_gff3(out)[0] == []  # no ORF scores above 1e9
+    (strict / "config.json").write_text(json.dumps({**config, "decoder": {"min_length": 30, "beam": 3}}))
+    assert seqmamba(["score", str(strict), str(LAMBDA_FA), "-o", str(tmp_path / "bad.gff3")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "'beam'" in err and "'min_length'" in err
+    assert not (tmp_path / "bad.gff3").exists()
+
+
 def test_score_gff3_refuses_what_is_not_a_gene_caller_or_a_genome(classifier_pkg, gene_caller_pkg, tmp_path,
                                                                   capsys):
     out = tmp_path / "genes.gff3"
