@@ -106,7 +106,10 @@ def test_print_config_shows_the_resolved_network(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     network = printed["model"]["init_args"]["network"]
     assert network["class_path"] == "seqmodels.classifier.MambaClassifier"
-    assert network["init_args"]["d_model"] == 128 and printed["seed_everything"] == 1
+    shipped = yaml.safe_load((REPO / "pipelines/configs/gue_tf_0.yaml").read_text())
+    assert network["init_args"]["d_model"] == shipped["model"]["init_args"]["network"]["init_args"]["d_model"]
+    assert network["init_args"]["d_state"] == 16  # not in the file: the class default, resolved
+    assert printed["seed_everything"] == 1
 
 
 def _toy_config(tmp_path: Path, root: Path, epochs: int, extra_callbacks: str = "") -> Path:
