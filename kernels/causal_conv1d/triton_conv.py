@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..state_update.grid import decode_block, sm_count
+from .._decode_grid import decode_block, sm_count
 from .reference import check_conv_args, check_update_args
 
 

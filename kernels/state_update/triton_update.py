@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid import decode_block, sm_count
+from .._decode_grid import decode_block, sm_count
 from .reference import check_state_update_args
 
 

@@ -157,7 +157,7 @@ def test_grid_occupies_the_gpu_without_oversized_programs(batch, row):
     """At the benchmark's dim on an H200 (132 SMs): at least two programs per SM even at batch 1,
     one or two warps a program, blocks that tile dim exactly, and at batch 64 no block shrunk below
     the target size (more programs there would only add scheduling)."""
-    from kernels.state_update.grid import TARGET_ELEMENTS, decode_block
+    from kernels._decode_grid import TARGET_ELEMENTS, decode_block
 
     dim, n_sm = 1536, 132
     block_d, num_warps = decode_block(batch, dim, row, n_sm)
@@ -171,7 +171,7 @@ def test_grid_occupies_the_gpu_without_oversized_programs(batch, row):
 def test_grid_handles_sizes_that_are_not_powers_of_two():
     """Odd dim and large dstate: the block never exceeds the next power of two of dim, and a row
     longer than the target still gets one channel per program with more warps."""
-    from kernels.state_update.grid import decode_block
+    from kernels._decode_grid import decode_block
 
     assert decode_block(1, 6, 16, 132) == (1, 1)
     assert decode_block(64, 40, 4, 132)[0] <= 64
