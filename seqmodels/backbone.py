@@ -33,6 +33,7 @@ class BackboneConfig(ModelConfig):
     weight_sharing: Literal["shared", "separate"] = "shared"
     norm_eps: float = 1e-5
     checkpointing: bool = False  # activation checkpointing per layer while training
+    dropout: float = 0.0  # on each block's output before the residual add, while training
 
     def __post_init__(self):
         for name in ("d_model", "n_layer", "d_state", "expand"):
@@ -46,6 +47,8 @@ class BackboneConfig(ModelConfig):
             raise ValueError(f"weight_sharing must be 'shared' or 'separate', got {self.weight_sharing!r}")
         if not 0 < self.norm_eps < 1:
             raise ValueError(f"norm_eps must be in (0, 1), got {self.norm_eps}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def residual_dtype(x: torch.Tensor) -> torch.dtype:
@@ -67,21 +70,23 @@ class RMSNorm(nn.Module):
 
 
 class Block(nn.Module):
-    """residual + mixer(norm(residual)); the residual stays fp32."""
+    """residual + dropout(mixer(norm(residual))); the residual stays fp32. Dropout has no
+    parameters, so it changes nothing in the state dict (mamba_ssm names stay as they are)."""
 
-    def __init__(self, mixer: nn.Module, d_model: int, eps: float):
+    def __init__(self, mixer: nn.Module, d_model: int, eps: float, dropout: float = 0.0):
         super().__init__()
         self.norm = RMSNorm(d_model, eps)
         self.mixer = mixer
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, residual: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.norm(residual).to(self.mixer_dtype())
-        return residual + self.mixer(hidden, mask=mask).to(residual.dtype)
+        return residual + self.drop(self.mixer(hidden, mask=mask)).to(residual.dtype)
 
     def forward_chunk(self, residual, state):
         hidden = self.norm(residual).to(self.mixer_dtype())
         out, state = self.mixer.forward_chunk(hidden, state)
-        return residual + out.to(residual.dtype), state
+        return residual + self.drop(out).to(residual.dtype), state
 
     def mixer_dtype(self) -> torch.dtype:
         # Under autocast the weights stay fp32 and autocast picks the matmul dtype; for a model cast
@@ -105,7 +110,7 @@ class MambaStack(nn.Module):
                                 **mixer_kwargs)
             else:
                 mixer = Mamba(config.d_model, layer_idx=i, **mixer_kwargs)
-            layers.append(Block(mixer, config.d_model, config.norm_eps))
+            layers.append(Block(mixer, config.d_model, config.norm_eps, config.dropout))
         self.layers = nn.ModuleList(layers)
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
         # GPT-2 style: shrink each residual branch's output projection by 1/sqrt(depth) so the

@@ -52,12 +52,12 @@ class MambaClassifier(PackagedModel):
                  pooling: Literal["mean", "max", "last", "cls"] = "mean", rc_equivariant: bool = False,
                  d_model: int = 128, n_layer: int = 4, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  bidirectional: bool = False, weight_sharing: Literal["shared", "separate"] = "shared",
-                 norm_eps: float = 1e-5, checkpointing: bool = False):
+                 norm_eps: float = 1e-5, checkpointing: bool = False, dropout: float = 0.0):
         super().__init__()
         self.config = ClassifierConfig(
             d_model=d_model, n_layer=n_layer, d_state=d_state, d_conv=d_conv, expand=expand,
             bidirectional=bidirectional, weight_sharing=weight_sharing, norm_eps=norm_eps,
-            checkpointing=checkpointing, n_classes=n_classes,
+            checkpointing=checkpointing, dropout=dropout, n_classes=n_classes,
             class_names=None if class_names is None else tuple(class_names), pooling=pooling,
             rc_equivariant=rc_equivariant)
         self.backbone = DNABackbone(self.config, rc_equivariant=rc_equivariant)

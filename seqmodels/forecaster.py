@@ -74,12 +74,13 @@ class MambaForecaster(PackagedModel):
                  channel_names: tuple[str, ...] | None = None, revin: bool = True,
                  d_model: int = 64, n_layer: int = 2, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  bidirectional: bool = False, weight_sharing: Literal["shared", "separate"] = "shared",
-                 norm_eps: float = 1e-5, checkpointing: bool = False):
+                 norm_eps: float = 1e-5, checkpointing: bool = False, dropout: float = 0.0):
         super().__init__()
         self.config = cfg = ForecasterConfig(
             d_model=d_model, n_layer=n_layer, d_state=d_state, d_conv=d_conv, expand=expand,
             bidirectional=bidirectional, weight_sharing=weight_sharing, norm_eps=norm_eps,
-            checkpointing=checkpointing, input_len=input_len, horizon=horizon, quantiles=tuple(quantiles),
+            checkpointing=checkpointing, dropout=dropout, input_len=input_len, horizon=horizon,
+            quantiles=tuple(quantiles),
             channel_mixing=channel_mixing, n_channels=n_channels,
             channel_names=None if channel_names is None else tuple(channel_names), revin=revin)
         width = cfg.n_channels if channel_mixing else 1  # series read together

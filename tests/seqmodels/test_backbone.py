@@ -111,6 +111,32 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_dropout_acts_only_while_training_and_adds_no_weights():
+    torch.manual_seed(7)
+    plain = MambaStack(BackboneConfig(**TINY))
+    dropped = MambaStack(BackboneConfig(**TINY, dropout=0.5, checkpointing=True))
+    dropped.load_state_dict(plain.state_dict())  # strict: same names, nothing added
+    x = torch.randn(2, 9, 8)
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(dropped(x), plain(x))  # evaluation: no dropout
+    dropped.train()
+    torch.manual_seed(1)
+    first = dropped(x)
+    assert not torch.allclose(first, plain(x))
+    # Checkpointed layers replay the same masks in the backward's recomputation, so the gradient is
+    # the one of the forward that ran: compare with the same seed and no checkpointing.
+    twin = MambaStack(BackboneConfig(**TINY, dropout=0.5))
+    twin.load_state_dict(plain.state_dict())
+    twin.train()
+    w = torch.randn_like(x)
+    for model in (dropped, twin):
+        model.zero_grad()
+        torch.manual_seed(3)
+        (model(x) * w).sum().backward()
+    for (name, a), (_, b) in zip(dropped.named_parameters(), twin.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @torch.no_grad()
 def test_windowed_bidirectional_inference_is_within_its_stated_bound():
     torch.manual_seed(7)
@@ -149,7 +175,7 @@ def test_bad_tokens_and_lengths_raise_clear_errors():
         backbone(torch.full((2, 5), 2), torch.tensor([5]))
 
 
-@pytest.mark.parametrize("field, value", [("d_conv", 5), ("weight_sharing", "tied"), ("n_layer", 0)])
+@pytest.mark.parametrize("field, value", [("d_conv", 5), ("weight_sharing", "tied"), ("n_layer", 0), ("dropout", 1.0)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         BackboneConfig(**{**TINY, field: value})
