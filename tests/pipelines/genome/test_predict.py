@@ -34,17 +34,8 @@ LAMBDA_FASTA = SAMPLES / "phage_lambda_NC_001416.fa"
 LAMBDA_GB = "genomes/phage_lambda/NC_001416.gbk.gz"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_cpu():
-    """Flush subnormals (the CPU scan is ~10x slower on them) and run on one thread: on a loaded
-    2-core machine two OpenMP threads waiting on each other made a training step of the tiny tagger
-    60x slower (5 s against 0.08 s). Both restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+# Flush subnormals and run on one thread (conftest.quick_cpu says why).
+pytestmark = pytest.mark.usefixtures("quick_cpu")
 
 
 def lambda_tokens(n=None):
