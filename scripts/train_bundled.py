@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-THREADS_PER_RUN = 2  # set from --parallel in main()
 
 
 @dataclass
@@ -60,7 +59,8 @@ def forecast_jobs(seeds=(1, 2, 3)) -> list[Job]:
     return jobs
 
 
-def run_job(job: Job, out: Path, max_minutes: float, extra: list[str], gpu: int | None = None) -> Job:
+def run_job(job: Job, out: Path, max_minutes: float, extra: list[str], gpu: int | None = None,
+            threads: int = 1) -> Job:
     run_dir = out / "runs" / job.name
     log_path = out / "logs" / f"{job.name}.log"
     cli = [sys.executable, "-m", "pipelines.cli"]
@@ -82,7 +82,7 @@ def run_job(job: Job, out: Path, max_minutes: float, extra: list[str], gpu: int 
             env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
             # Each process (and loader worker) would otherwise start one OpenMP thread per core: a dozen
             # runs on one host then oversubscribe it many times over.
-            env.setdefault("OMP_NUM_THREADS", str(THREADS_PER_RUN))
+            env.setdefault("OMP_NUM_THREADS", str(threads))
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
             if rc != 0:
                 job.status = f"failed (rc {rc}) at {cmd[3]}"
@@ -149,8 +149,6 @@ def main() -> int:
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more fit overrides for every job")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    global THREADS_PER_RUN
-    THREADS_PER_RUN = max(1, (os.cpu_count() or 2) // args.parallel)
     jobs = ([] if args.only == "forecast" else dna_jobs(seeds)) + ([] if args.only == "dna" else forecast_jobs(seeds))
     if args.match:
         jobs = [j for j in jobs if any(m in j.name for m in args.match)]
@@ -168,10 +166,12 @@ def main() -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # Longest jobs first, so the pool ends together.
     jobs.sort(key=lambda j: (not j.config.startswith(("gue", "cnn")), j.name))
+    threads = max(1, (os.cpu_count() or 2) // args.parallel)  # per run: the host's cores shared out
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(lambda ij: run_job(ij[1], args.out, args.max_minutes if ij[1].group.endswith("|") else
                                          args.max_minutes_forecast, args.extra,
-                                         gpu_ids[ij[0] % len(gpu_ids)] if gpu_ids else None), enumerate(jobs)))
+                                         gpu_ids[ij[0] % len(gpu_ids)] if gpu_ids else None, threads),
+                      enumerate(jobs)))
     table = summary(jobs)
     (args.out / "summary.md").write_text(table + "\n")
     (args.out / "metrics.json").write_text(json.dumps(
