@@ -48,7 +48,6 @@ def _stem(entry: str) -> str:
 
 
 def compute_probs(package: Path, entries: list[str], cache: Path) -> None:
-    from pipelines.data.alphabet import tokenize
     from pipelines.genome.predict import predict_probabilities
     from seqmodels.package import load_package
 
@@ -71,15 +70,17 @@ def compute_probs(package: Path, entries: list[str], cache: Path) -> None:
 
 
 def _load(cache: Path, stem: str):
+    """(records, probabilities, texts) of a cached genome; each text upper-case ACGTN, as call_genes
+    decodes it (made once here, not once per decoder setting)."""
     data = np.load(cache / f"{stem}.npz")
     records = read_annotation(_data_root() / str(data["entry"]))
-    return records, [data[f"p{k}"].astype(np.float32) for k in range(len(records))]
+    probs = [data[f"p{k}"].astype(np.float32) for k in range(len(records))]
+    return records, probs, [vocab.decode(tokenize(rec.seq)) for rec in records]
 
 
-def score_genome(records, probs, cfg: DecoderConfig):
+def score_genome(records, probs, texts, cfg: DecoderConfig):
     calls, reference, lengths = [], [], {}
-    for rec, p in zip(records, probs):
-        text = vocab.decode(tokenize(rec.seq))  # upper-case ACGTN, as call_genes decodes it
+    for rec, p, text in zip(records, probs, texts):
         calls += decode(text, p, seqid=rec.id, transl_table=rec.transl_table, circular=rec.circular, config=cfg)
         reference += rec.cds
         lengths[rec.id] = len(rec.seq)
@@ -123,9 +124,9 @@ def sweep(cache: Path, stems: list[str], out: Path | None) -> None:
 
 
 def score(cache: Path, stem: str, settings: dict) -> None:
-    records, probs = _load(cache, stem)
+    genome = _load(cache, stem)
     for name, cfg in (("default", DecoderConfig()), ("chosen", DecoderConfig(**settings))):
-        m = score_genome(records, probs, cfg)
+        m = score_genome(*genome, cfg)
         print(f"{stem} {name} {json.dumps(settings) if name == 'chosen' else ''}: calls {m.n_predicted}, "
               f"sensitivity {m.sensitivity:.4f}, precision {m.precision:.4f}, exact start {m.exact_start:.4f}, "
               f"coding F1 {m.coding_f1:.4f}")
