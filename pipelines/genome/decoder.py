@@ -24,6 +24,7 @@ whose upstream window is complete, so genes across the origin are found like any
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,13 @@ class DecoderConfig:
         unknown = sorted(set(self.start_bonus or {}) - set(self.start_codons))
         if unknown:
             raise ValueError(f"start_bonus names codons that are not start codons: {', '.join(unknown)}")
+        # Settings may come from a package's config.json: check their types here, before a model
+        # runs for minutes, not when the decoder first uses them.
+        numbers = {"min_score": self.min_score, "logit_offset": self.logit_offset, **{
+            f"start_bonus[{codon}]": value for codon, value in (self.start_bonus or {}).items()}}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 # Settings a gene-caller package may record under config.json's "decoder" (chosen for that model);

@@ -266,6 +266,10 @@ def test_start_bonus_and_logit_offset_move_the_start_downstream():
     assert parts_of(decode(seq, probs, config=mild)) == [(upstream,)]
     with pytest.raises(ValueError, match="not start codons: AAA"):
         DecoderConfig(start_bonus={"AAA": 1.0})
+    with pytest.raises(ValueError, match=r"start_bonus\[GTG\] must be a finite number"):
+        DecoderConfig(start_bonus={"GTG": "-2"})
+    with pytest.raises(ValueError, match="logit_offset must be a finite number"):
+        DecoderConfig(logit_offset=float("nan"))
 
 
 def test_bad_inputs_are_named():
