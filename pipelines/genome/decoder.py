@@ -16,6 +16,11 @@ Rule (one pass per strand and frame, then a greedy pass):
 3. Greedy: in decreasing score, an ORF is accepted unless more than ``max_overlap`` of its bases
    already lie in accepted ORFs (either strand).
 
+With ``statistics`` (a second, genome-adaptive pass: :mod:`pipelines.genome.adaptive`), each
+candidate also scores ``coding_weight`` x the genome's dicodon log-odds of its codons and
+``start_weight`` x its start's log-odds (start codon and upstream window), before step 1's choice
+of start and step 2's threshold.
+
 On a linear sequence, ORFs may run off either end (``partial5``/``partial3``, starting or ending
 codon-aligned at the edge) when ``allow_partial``. On a circular one the sequence is extended by
 ``max_length`` bases past the origin and each stop codon is considered exactly once, at the copy
@@ -26,12 +31,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from Bio.Data import CodonTable
 
 from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS
+
+if TYPE_CHECKING:
+    from pipelines.genome.adaptive import GenomeStatistics
 
 DEFAULT_STARTS = ("ATG", "GTG", "TTG")
 _BASE_INDEX = np.full(256, -1, dtype=np.int16)
@@ -57,6 +66,12 @@ class DecoderConfig:
     # Added to the score of an ORF by its start codon (log-prior, e.g. {"ATG": 0, "GTG": -2}):
     # bacteria start most genes at ATG; codons not named get 0.
     start_bonus: dict[str, float] | None = None
+    # Genome-adaptive decoding (pipelines.genome.adaptive): learn the genome's coding and start
+    # statistics from a first pass and decode again, adding them with these weights (per codon's
+    # dicodon log-odds; per start's codon + upstream log-odds). Only read by decode_genome.
+    adaptive: bool = False
+    coding_weight: float = 1.0
+    start_weight: float = 1.0
 
     def __post_init__(self):
         if self.min_length < 6:
@@ -68,16 +83,24 @@ class DecoderConfig:
             raise ValueError(f"start_bonus names codons that are not start codons: {', '.join(unknown)}")
         # Settings may come from a package's config.json: check their types here, before a model
         # runs for minutes, not when the decoder first uses them.
-        numbers = {"min_score": self.min_score, "logit_offset": self.logit_offset, **{
-            f"start_bonus[{codon}]": value for codon, value in (self.start_bonus or {}).items()}}
+        if not isinstance(self.adaptive, bool):
+            raise ValueError(f"adaptive must be true or false, got {self.adaptive!r}")
+        numbers = {"min_score": self.min_score, "logit_offset": self.logit_offset,
+                   "coding_weight": self.coding_weight, "start_weight": self.start_weight, **{
+                       f"start_bonus[{codon}]": value for codon, value in (self.start_bonus or {}).items()}}
         for name, value in numbers.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for name in ("coding_weight", "start_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (a weight on the genome's own log-odds), "
+                                 f"got {getattr(self, name)!r}")
 
 
 # Settings a gene-caller package may record under config.json's "decoder" (chosen for that model);
 # min_length stays the user's (the command line's --min-len, the app's field).
-PACKAGE_SETTINGS = ("max_overlap", "min_score", "logit_offset", "start_bonus")
+PACKAGE_SETTINGS = ("max_overlap", "min_score", "logit_offset", "start_bonus", "adaptive", "coding_weight",
+                    "start_weight")
 
 
 def decoder_for_package(config: dict, min_length: int = 90, source: str = "package") -> DecoderConfig:
@@ -140,7 +163,8 @@ def _frame_scores(logit: np.ndarray) -> np.ndarray:
     return out
 
 
-def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, tables) -> list[tuple]:
+def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, tables,
+                 statistics: GenomeStatistics | None = None) -> list[tuple]:
     """Best ORF per stop codon on one strand: (parts in strand coordinates, score, partial5, partial3)."""
     n = len(seq)
     is_start, is_stop = tables
@@ -157,6 +181,13 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
         ext = seq
     codons = _codons(ext)
     scores = _frame_scores(logit)  # (n_ext, 3), frames relative to extended coordinates
+    start_extra = np.zeros(len(ext), dtype=np.float32)  # (n_ext,) added to an ORF by its start codon
+    if statistics is not None:
+        codon, start = statistics.strand_scores(ext, tables)  # (n_ext,) each
+        j = np.arange(len(ext))
+        scores[j, j % 3] += np.float32(cfg.coding_weight) * codon  # a codon counts in the frame it starts
+        # The start codon's own dicodon score is conditioned on the codon upstream, outside the ORF.
+        start_extra = np.float32(cfg.start_weight) * start - np.float32(cfg.coding_weight) * codon
     edges = cfg.allow_partial and not circular
     out = []
     for f in range(3):
@@ -184,7 +215,8 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
         length = ends[seg] - starts
         keep = length >= cfg.min_length
         starts, partial5, seg = starts[keep], partial5[keep], seg[keep]
-        score = cum[ends[seg]] - cum[starts] + np.where(partial5, 0.0, bonus[np.maximum(codons[starts], 0)])
+        score = cum[ends[seg]] - cum[starts] + np.where(
+            partial5, 0.0, bonus[np.maximum(codons[starts], 0)] + start_extra[starts])
         order = np.lexsort((starts, -score, seg))  # per segment: best score, then longest
         first = order[np.r_[True, seg[order][1:] != seg[order][:-1]]] if order.size else order
         first = first[score[first] > cfg.min_score]
@@ -214,11 +246,14 @@ def decode(
     transl_table: int = 11,
     circular: bool = False,
     config: DecoderConfig | None = None,
+    statistics: GenomeStatistics | None = None,
 ) -> list[CDS]:
     """Gene calls on one sequence from per-base class probabilities ``probs`` (seqlen, 2, 4).
 
     Returns CDS sorted by their lowest coordinate, with ``score`` (summed log-odds), ``partial5`` /
-    ``partial3`` and ids ``{seqid}_{k}``.
+    ``partial3`` and ids ``{seqid}_{k}``. ``statistics`` (the genome's own, learned by
+    :mod:`pipelines.genome.adaptive`) add to every candidate's score with the config's weights; this
+    one pass ignores ``config.adaptive`` (``decode_genome`` runs the passes).
     """
     cfg = config or DecoderConfig()
     probs = np.asarray(probs)
@@ -231,7 +266,7 @@ def decode(
     fwd = seq.upper().encode("ascii")
     candidates = []
     for strand, strand_seq, p in ((1, fwd, probs[:, 0]), (-1, fwd.translate(_COMPLEMENT)[::-1], probs[::-1, 1])):
-        for parts, score, p5, p3 in _strand_orfs(strand_seq, p, circular, cfg, tables):
+        for parts, score, p5, p3 in _strand_orfs(strand_seq, p, circular, cfg, tables, statistics):
             if strand == 1:
                 fparts = tuple((a, b, 1) for a, b in parts)
             else:  # strand coordinate x is forward coordinate n - 1 - x
