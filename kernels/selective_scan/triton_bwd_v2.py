@@ -26,6 +26,13 @@ Costs per (channel, step, state): one exp2 in pass 2 and another in pass 1 when 
 "v3" is this kernel with Y_SAVED: the forward stores the output before the gate (2 bytes per
 element in bf16) and pass 1 becomes one load; optionally (BC_PARTIALS) the dB / dC channel sums
 go to a per-program buffer with plain stores instead of atomics.
+
+Sequence-parallel segments (SEGMENTED): the grid gains a third axis, program (d, b, s) walking
+only the chunks of segment s. Its carry-in, the adjoint after the segment's last step, is folded
+at the start from the per-segment summaries (local adjoint, total decay) of every later segment
+that the pre-pass ``triton_bwd_seg.py`` computed, starting from dlast (or 0) after the last one.
+Each segment keeps its own scratch (adjoint, dA, time-invariant dB / dC) and per-row partials
+(dD, d(delta_bias)), summed by the launcher; segment 0's adjoint scratch ends as dL/d initial_state.
 """
 
 from __future__ import annotations
@@ -90,20 +97,25 @@ def scan_bwd_v2_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, ypre_ptr,
     dim, seqlen, dstate, nchunks, ckpt_chunks,
+    seg_loc_ptr, seg_dec_ptr, chunks_per_seg, nseg,
     B_dpg, B_sb, B_sg, B_sn, B_st,
     C_dpg, C_sb, C_sg, C_sn, C_st,
     BLOCK_D: tl.constexpr, T: tl.constexpr,
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
     HAS_DLAST: tl.constexpr, Y_SAVED: tl.constexpr = False, BC_PARTIALS: tl.constexpr = False,
-    CKPT_EVERY: tl.constexpr = 1,
+    CKPT_EVERY: tl.constexpr = 1, SEGMENTED: tl.constexpr = False,
 ):
     # ckpt_ptr: fp32 (batch, ckpt_chunks, dstate, dim), the state before each forward chunk; the
     # backward's chunk T spans CKPT_EVERY of them (a longer chunk amortises the per-chunk work of
     # the backward without changing the forward's, which is fastest at its own chunk).
     # dB_ptr / dC_ptr: fp32 buffers shaped like B / C (time-varying forms, same strides as B / C),
     # or (batch, dim, dstate) per-row partial sums (time-invariant form).
-    # dA_ptr, dh0_ptr: (batch, dim, dstate); dD_ptr / dbias_ptr: (batch, dim) per-row partials, fp32.
+    # dA_ptr, dh0_ptr: (nseg, batch, dim, dstate); dD_ptr / dbias_ptr: (nseg, batch, dim) per-row
+    # partials, fp32; time-invariant dB / dC partials (nseg, batch, dim, dstate) too.
+    # SEGMENTED: grid (dim / BLOCK_D, batch, nseg); segment s spans backward chunks
+    # [s chunks_per_seg, min((s + 1) chunks_per_seg, nchunks)); seg_loc_ptr / seg_dec_ptr are the
+    # pre-pass's fp32 (nseg - 1, batch, dstate, dim) summaries of segments 1 .. nseg - 1.
     # Y_SAVED (with z): ypre_ptr is the forward's output before the gate, (batch, dim, seqlen), so
     # pass 1 is a load. BC_PARTIALS: group-tile dB / dC are (batch, programs, dstate, seqlen)
     # buffers of per-program channel sums (see _add_bc_grad).
@@ -115,23 +127,36 @@ def scan_bwd_v2_kernel(
     # (channel, state) read and written only by its own program: L1-resident scratch.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    nbatch = tl.num_programs(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = offs_d < dim
     state_row = (pid_b.to(tl.int64) * dim + offs_d) * dstate  # (BLOCK_D,) into (batch, dim, dstate)
+    # (BLOCK_D,) this segment's rows of the (nseg, batch, dim) partials and scratch
+    seg_row = (pid_s.to(tl.int64) * nbatch + pid_b) * dim + offs_d
+    scratch_row = seg_row * dstate  # into (nseg, batch, dim, dstate)
     b_base = bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
     c_base = bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
 
     zero_d = tl.zeros([BLOCK_D], dtype=tl.float32)
     for n in range(dstate):
+        carry = zero_d
         if HAS_DLAST:  # the adjoint of the state after the last chunk
-            tl.store(dh0_ptr + state_row + n, tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0), mask=d_mask)
-        else:
-            tl.store(dh0_ptr + state_row + n, zero_d, mask=d_mask)
-        tl.store(dA_ptr + state_row + n, zero_d, mask=d_mask)
+            carry = tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0)
+        if SEGMENTED:
+            # Through the later segments, last first: the adjoint before segment j is
+            # local_j + decay_j * (the adjoint after it).
+            for k in range(nseg - 1 - pid_s):
+                j = nseg - 1 - k
+                summ = ((j - 1).to(tl.int64) * nbatch + pid_b) * dstate * dim + n * dim + offs_d
+                carry = (tl.load(seg_loc_ptr + summ, mask=d_mask, other=0.0)
+                         + tl.load(seg_dec_ptr + summ, mask=d_mask, other=0.0) * carry)
+        tl.store(dh0_ptr + scratch_row + n, carry, mask=d_mask)
+        tl.store(dA_ptr + scratch_row + n, zero_d, mask=d_mask)
         if B_MODE == 0:
-            tl.store(dB_ptr + state_row + n, zero_d, mask=d_mask)
+            tl.store(dB_ptr + scratch_row + n, zero_d, mask=d_mask)
         if C_MODE == 0:
-            tl.store(dC_ptr + state_row + n, zero_d, mask=d_mask)
+            tl.store(dC_ptr + scratch_row + n, zero_d, mask=d_mask)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
@@ -147,10 +172,12 @@ def scan_bwd_v2_kernel(
     ones = tl.full([BLOCK_D, T], 1.0, dtype=tl.float32)
     part_row = (pid_b.to(tl.int64) * tl.num_programs(0) + pid_d) * dstate  # BC_PARTIALS: state 0's row
 
-    for i in range(nchunks):
+    seg_lo = pid_s * chunks_per_seg
+    seg_hi = tl.minimum(seg_lo + chunks_per_seg, nchunks)
+    for i in range(seg_hi - seg_lo):
         # Scratch written by other lanes of this program (replicated layouts) must be visible.
         tl.debug_barrier()
-        c = nchunks - 1 - i
+        c = seg_hi - 1 - i
         offs_t = c * T + steps
         t_mask = offs_t < seqlen
         m2 = d_mask[:, None] & t_mask[None, :]
@@ -194,7 +221,7 @@ def scan_bwd_v2_kernel(
         for n in range(dstate):
             A2n = tl.load(A_ptr + offs_d * dstate + n, mask=d_mask, other=0.0).to(tl.float32) * LOG2E
             h0n = tl.load(ckpt_ptr + ck + n * dim, mask=d_mask, other=0.0)
-            carry = tl.load(dh0_ptr + state_row + n, mask=d_mask, other=0.0)
+            carry = tl.load(dh0_ptr + scratch_row + n, mask=d_mask, other=0.0)
             Bn = load_bc(B_ptr, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st, B_MODE)
             Cn = load_bc(C_ptr, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st, C_MODE)
             a, b, hs = _chunk_states(dt, dtu, A2n, h0n, Bn, first, FAST_EXP2)
@@ -203,15 +230,15 @@ def scan_bwd_v2_kernel(
             src = dy * Cn
             src = tl.where(last, src + carry[:, None], src)
             _, _, r = tl.associative_scan((a, ones, src), axis=1, combine_fn=adjoint_combine, reverse=True)
-            tl.store(dh0_ptr + state_row + n, column(a * r, first), mask=d_mask)
+            tl.store(dh0_ptr + scratch_row + n, column(a * r, first), mask=d_mask)
             rhb = r * (hs - b)  # r_t a_t h_{t-1}
             rhbA += rhb * A2n[:, None]
             rB += r * Bn
-            dA_n = tl.load(dA_ptr + state_row + n, mask=d_mask, other=0.0)
-            tl.store(dA_ptr + state_row + n, dA_n + tl.sum(rhb * dt, axis=1), mask=d_mask)
-            _add_bc_grad(r * dtu, dB_ptr, state_row + n, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st,
+            dA_n = tl.load(dA_ptr + scratch_row + n, mask=d_mask, other=0.0)
+            tl.store(dA_ptr + scratch_row + n, dA_n + tl.sum(rhb * dt, axis=1), mask=d_mask)
+            _add_bc_grad(r * dtu, dB_ptr, scratch_row + n, b_base, n, offs_t, d_mask, t_mask, B_sn, B_st,
                          part_row, seqlen, B_MODE, BC_PARTIALS)
-            _add_bc_grad(hs * dy, dC_ptr, state_row + n, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st,
+            _add_bc_grad(hs * dy, dC_ptr, scratch_row + n, c_base, n, offs_t, d_mask, t_mask, C_sn, C_st,
                          part_row, seqlen, C_MODE, BC_PARTIALS)
 
         ddt = rhbA * LN2 + u * rB
@@ -225,8 +252,7 @@ def scan_bwd_v2_kernel(
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-    row_offs = pid_b.to(tl.int64) * dim + offs_d
     if HAS_D:
-        tl.store(dD_ptr + row_offs, dD_acc, mask=d_mask)
+        tl.store(dD_ptr + seg_row, dD_acc, mask=d_mask)
     if HAS_BIAS:
-        tl.store(dbias_ptr + row_offs, dbias_acc, mask=d_mask)
+        tl.store(dbias_ptr + seg_row, dbias_acc, mask=d_mask)

@@ -18,6 +18,7 @@ import triton
 
 from .._checks import scan_shapes
 from .triton_bwd import scan_bwd_kernel
+from .triton_bwd_seg import scan_bwd_seg_kernel
 from .triton_bwd_v2 import scan_bwd_v2_kernel
 from .triton_common import BC_GROUP_TILE, BC_INVARIANT, BC_PER_CHANNEL
 from .triton_fwd import scan_fwd_kernel
@@ -37,7 +38,10 @@ class ScanConfig:
     output before the gate when z is given and gradients are needed: one more (batch, dim, seqlen)
     write in u's dtype, one recompute pass less). ``bwd_bc_partials`` (v2/v3): per-program dB / dC
     channel sums stored and summed by torch instead of atomics, where B / C are shared by every
-    channel of a program (the Mamba block's layout)."""
+    channel of a program (the Mamba block's layout). ``bwd_segments`` (v2/v3): the backward
+    splits the sequence into at most this many segments of whole backward chunks, each walked
+    by its own programs (grid (dim / bwd_block_d, batch, segments)); a short pre-pass
+    (``triton_bwd_seg.py``) gives every segment the adjoint entering it from the right."""
 
     block_d: int
     chunk: int
@@ -48,6 +52,7 @@ class ScanConfig:
     bwd_num_warps: int = 1  # v2 / v3 only
     bwd_bc_partials: bool = False  # v2 / v3 only
     bwd_chunk_factor: int = 1  # v2 / v3: the backward's chunk is this many forward chunks
+    bwd_segments: int = 1  # v2 / v3: sequence-parallel segments of the backward
 
     def __post_init__(self):
         if self.bwd_kernel not in BWD_KERNELS:
@@ -57,6 +62,11 @@ class ScanConfig:
             # A power of two, so the backward's chunk stays one (a tile length in Triton).
             raise ValueError(f"ScanConfig.bwd_chunk_factor must be 1 for v1 and a power of two for v2 / v3, "
                              f"got {factor}")
+        segments = self.bwd_segments
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1 or (
+                segments != 1 and self.bwd_kernel == "v1"):
+            raise ValueError(f"ScanConfig.bwd_segments must be an integer >= 1 for v2 / v3 and 1 for v1, "
+                             f"got {segments!r} with bwd_kernel {self.bwd_kernel!r}")
 
 
 def _interpreting() -> bool:
@@ -126,12 +136,12 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     return out, last, (ckpt if save_ckpt else None), ypre
 
 
-def _bc_grad_buffer(t, mode, dpg, batch, nprog, dstate, seqlen, partials, f32):
-    """fp32 buffer the backward kernel accumulates dB or dC into: per-row (batch, dim, dstate) sums
-    for the time-invariant form, per-program channel sums (batch, programs, dstate, seqlen) with
+def _bc_grad_buffer(t, mode, dpg, batch, nprog, dstate, seqlen, partials, f32, nseg=1):
+    """fp32 buffer the backward kernel accumulates dB or dC into: per-row (nseg * batch, dim, dstate)
+    sums for the time-invariant form (a row per backward segment and batch row), per-program channel sums (batch, programs, dstate, seqlen) with
     ``partials`` in the group-tile form, else zeros in the layout of ``t`` (atomics)."""
     if t.dim() == 2:
-        return torch.empty(batch, t.shape[0], dstate, **f32)
+        return torch.empty(nseg * batch, t.shape[0], dstate, **f32)
     if partials and mode == BC_GROUP_TILE:
         return torch.empty(batch, nprog, dstate, seqlen, **f32)  # every element is stored once
     return torch.zeros(t.shape, **f32)
@@ -148,45 +158,78 @@ def _bc_grad_finish(buf, t, mode, dpg, block_d, partials):
     return buf
 
 
+def segment_split(nchunks: int, segments: int) -> tuple[int, int]:
+    """(chunks per segment, number of segments) for the backward: at most ``segments`` segments of
+    whole backward chunks, equal but for the last; fewer when there are fewer chunks."""
+    if nchunks <= 1 or segments <= 1:
+        return max(nchunks, 1), 1
+    per_seg = triton.cdiv(nchunks, segments)
+    return per_seg, triton.cdiv(nchunks, per_seg)
+
+
+def _segment_summaries(delta, A, C, z, delta_bias, dout, delta_softplus, c_mode, c_dpg, c_str,
+                       nchunks, per_seg, nseg, T, block_d, num_warps):
+    """Pre-pass of the segmented backward: fp32 (nseg - 1, batch, dstate, dim) local adjoints and
+    decays of segments 1 .. nseg - 1 (``triton_bwd_seg.py``)."""
+    batch, dim, seqlen = delta.shape
+    dstate = A.shape[1]
+    loc = torch.empty(nseg - 1, batch, dstate, dim, device=delta.device, dtype=torch.float32)
+    dec = torch.empty_like(loc)
+    flags = _flags(None, z, delta_bias, delta_softplus)
+    flags.pop("HAS_D")
+    scan_bwd_seg_kernel[(triton.cdiv(dim, block_d), batch, nseg - 1)](
+        delta, A, C, z, delta_bias, dout, loc, dec, dim, seqlen, nchunks, per_seg, c_dpg, *c_str,
+        BLOCK_D=block_d, N=dstate, T=T, C_MODE=c_mode, num_warps=num_warps, **flags)
+    return loc, dec
+
+
 def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delta_softplus, cfg):
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
     ckpt_chunks = ckpt.shape[1]
     factor = cfg.bwd_chunk_factor if cfg.bwd_kernel != "v1" else 1
     nchunks = triton.cdiv(seqlen, cfg.chunk * factor)
+    per_seg, nseg = segment_split(nchunks, cfg.bwd_segments if cfg.bwd_kernel != "v1" else 1)
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
     dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None
-    dA = torch.empty(batch, dim, dstate, **f32)
-    dh0 = torch.empty(batch, dim, dstate, **f32)
-    dD = torch.empty(batch, dim, **f32) if D is not None else None
-    dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
+    # Per segment (v2 / v3) and batch row: scratch and partial sums, summed over both below.
+    dA = torch.empty(nseg * batch, dim, dstate, **f32)
+    dh0 = torch.empty(nseg * batch, dim, dstate, **f32)  # segment 0's rows: dL/d initial_state
+    dD = torch.empty(nseg * batch, dim, **f32) if D is not None else None
+    dbias = torch.empty(nseg * batch, dim, **f32) if delta_bias is not None else None
     block_d = cfg.bwd_block_d
     b_mode, b_dpg, b_str = _bc_layout(B, dim, block_d)
     c_mode, c_dpg, c_str = _bc_layout(C, dim, block_d)
-    grid = (triton.cdiv(dim, block_d), batch)
+    grid = (triton.cdiv(dim, block_d), batch, nseg)
     partials = cfg.bwd_bc_partials and cfg.bwd_kernel != "v1"
     # Time-varying B/C: fp32 buffers in B/C's own layout (they are made contiguous by the caller).
-    dB = _bc_grad_buffer(B, b_mode, b_dpg, batch, grid[0], dstate, seqlen, partials, f32)
-    dC = _bc_grad_buffer(C, c_mode, c_dpg, batch, grid[0], dstate, seqlen, partials, f32)
+    # Segments cover disjoint steps, so they share the per-program partials' rows.
+    dB = _bc_grad_buffer(B, b_mode, b_dpg, batch, grid[0], dstate, seqlen, partials, f32, nseg)
+    dC = _bc_grad_buffer(C, c_mode, c_dpg, batch, grid[0], dstate, seqlen, partials, f32, nseg)
     args = (u, delta, A, B, C, D, z, delta_bias, dout, ckpt, dlast,
             du, ddelta, dz, dA, dB, dC, dD, dbias, dh0)
     common = dict(T=cfg.chunk * factor, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
                   **_flags(D, z, delta_bias, delta_softplus))
     if cfg.bwd_kernel in ("v2", "v3"):
+        loc = dec = dA  # placeholder pointers when there is one segment
+        if nseg > 1:
+            loc, dec = _segment_summaries(delta, A, C, z, delta_bias, dout, delta_softplus, c_mode, c_dpg, c_str,
+                                          nchunks, per_seg, nseg, cfg.chunk * factor, block_d, cfg.bwd_num_warps)
         # The state index is a run-time loop: any dstate, no padding to a power of two.
-        scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, b_dpg, *b_str, c_dpg,
-                                 *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps, Y_SAVED=ypre is not None,
-                                 BC_PARTIALS=partials, CKPT_EVERY=factor, **common)
+        scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, loc, dec, per_seg, nseg,
+                                 b_dpg, *b_str, c_dpg, *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps,
+                                 Y_SAVED=ypre is not None, BC_PARTIALS=partials, CKPT_EVERY=factor,
+                                 SEGMENTED=nseg > 1, **common)
     else:
-        scan_bwd_kernel[grid](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
-                              BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)
+        scan_bwd_kernel[grid[:2]](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
+                                  BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)
     # Partial sums -> gradients (deterministic, unlike atomics).
     dB = _bc_grad_finish(dB, B, b_mode, b_dpg, block_d, partials)
     dC = _bc_grad_finish(dC, C, c_mode, c_dpg, block_d, partials)
     return (du, ddelta, dA.sum(0), dB, dC, dD.sum(0) if dD is not None else None, dz,
-            dbias.sum(0) if dbias is not None else None, dh0)
+            dbias.sum(0) if dbias is not None else None, dh0[:batch])
 
 
 class SelectiveScanTriton(torch.autograd.Function):
