@@ -39,7 +39,7 @@ RBS_WINDOW = 20  # bases upstream of a start codon read by the start model
 TRAINING_MIN_LENGTH = 300  # bp: shorter first-pass calls are the least certain; not learned from
 ROUNDS = 2  # learn-and-decode rounds after the first pass
 CODON_PRIOR = 64.0  # pseudo-codons pulling coding codon usage towards the background
-HEXAMER_PRIOR = 4096.0  # pseudo-hexamers pulling the dicodon table towards the codon model
+HEXAMER_PRIOR = 65536.0  # pseudo-hexamers (16 a cell) pulling the dicodon table towards the codon model
 START_PRIOR = 4.0  # pseudo-observations pulling start-codon and upstream-base frequencies together
 
 

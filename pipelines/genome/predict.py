@@ -55,6 +55,7 @@ import torch
 
 from pipelines.data.alphabet import tokenize
 from pipelines.data.errors import InputError
+from pipelines.genome.adaptive import decode_genome
 from pipelines.genome.annotation import CDS
 from pipelines.genome.decoder import DecoderConfig, coding_probability, decode, decoder_for_package
 from pipelines.genome.gff3 import write_bedgraph, write_gff3
@@ -299,7 +300,9 @@ def call_genes(
     ``min_len`` bp (``decoder`` overrides every decoder setting). ``circular`` treats every record
     as a circular molecule (context and genes across the origin). ``keep_coding`` keeps each
     record's per-base coding probability (8 bytes per base). ``batch_windows`` defaults to 8 on a
-    GPU, 1 on a CPU. ``source`` names the input in error messages.
+    GPU, 1 on a CPU. ``source`` names the input in error messages. A genome-adaptive decoder
+    (``decoder.adaptive``) learns from all records together, so it keeps every record's
+    probabilities until the last is read (32 bytes per base).
     """
     check_tagger(model)
     cfg = decoder or DecoderConfig(min_length=min_len)
@@ -313,6 +316,7 @@ def call_genes(
     sequences: dict[str, tuple[int, bool]] = {}
     texts: dict[str, str] = {}
     coding: dict[str, np.ndarray] = {}
+    held: list[tuple[str, str, np.ndarray, bool]] = []  # (seqid, text, probs, circular) for decode_genome
     for record in records:
         try:
             tokens = tokenize(record.seq)  # (seqlen,) int8; IUPAC ambiguity codes become N
@@ -328,16 +332,24 @@ def call_genes(
                                          desc=record.id)
         t1 = time.perf_counter()
         text = vocab.decode(tokens)  # upper-case ACGTN, as the decoder reads it
-        calls += decode(text, stitched.probs, seqid=record.id, transl_table=genetic_code, circular=circular,
-                        config=cfg)
+        if cfg.adaptive:
+            held.append((record.id, text, stitched.probs, circular))
+        else:
+            calls += decode(text, stitched.probs, seqid=record.id, transl_table=genetic_code, circular=circular,
+                            config=cfg)
         seconds_model, seconds_decode = seconds_model + t1 - t0, seconds_decode + time.perf_counter() - t1
         sequences[record.id], texts[record.id] = (len(tokens), circular), text
         if keep_coding:
             coding[record.id] = coding_probability(stitched.probs)  # (seqlen, 2) float32
         gap = max(gap, stitched.max_seam_gap)
-        del stitched  # the (seqlen, 2, 4) probabilities: only one record's at a time
+        del stitched  # one record's probabilities at a time, unless held for the adaptive decoder
     if not sequences:
         raise InputError("no sequence to annotate", file=source)
+    if held:
+        t1 = time.perf_counter()
+        calls = [c for per_record in decode_genome(held, transl_table=genetic_code, config=cfg) for c in per_record]
+        seconds_decode += time.perf_counter() - t1
+        del held
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     summary = AnnotationSummary(len(sequences), sum(n for n, _ in sequences.values()), len(calls), gap, window,
                                 overlap, seconds_model, seconds_decode, time.perf_counter() - start, peak)
