@@ -12,6 +12,14 @@ validation genomes, never on the held-out test genome, which is scored once at t
     # 3. the held-out genome, once, under the default and the chosen settings
     python benchmarks/genome_decoder_tuning.py score CACHE --genome Bsub_referencegenome --settings JSON
 
+Genome-adaptive decoding (``pipelines/genome/adaptive.py``): ``sweep --grid adaptive`` searches its
+weights (``coding_weight``, ``start_weight``) with the other settings fixed by ``--base``; ``heldout``
+does steps 1 and 3 in one command on the machine that has the GPU (cuda when present, else CPU;
+``--smoke`` runs it on phage lambda, a minute on a CPU)::
+
+    python benchmarks/genome_decoder_tuning.py sweep CACHE --tune NC_000932 NC_001416 ... --grid adaptive
+    python benchmarks/genome_decoder_tuning.py heldout data/models/gene_caller-mamba --settings JSON
+
 Genome entries are paths under the shared data folder (SEQMAMBA_DATA or ../shared/data), GenBank
 files whose annotation is the reference; each record is decoded with the genome's genetic code and
 topology. The cache holds float16 probabilities (seqlen, 2, 4) per record.
@@ -33,8 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipelines.data.alphabet import tokenize  # noqa: E402
+from pipelines.genome.adaptive import decode_genome  # noqa: E402
 from pipelines.genome.annotation import read_annotation  # noqa: E402
-from pipelines.genome.decoder import DecoderConfig, decode  # noqa: E402
+from pipelines.genome.decoder import DecoderConfig  # noqa: E402
 from pipelines.genome.evaluate import evaluate  # noqa: E402
 from seqmodels import vocab  # noqa: E402
 
@@ -79,32 +88,42 @@ def _load(cache: Path, stem: str):
 
 
 def score_genome(records, probs, texts, cfg: DecoderConfig):
-    calls, reference, lengths = [], [], {}
-    for rec, p, text in zip(records, probs, texts):
-        calls += decode(text, p, seqid=rec.id, transl_table=rec.transl_table, circular=rec.circular, config=cfg)
-        reference += rec.cds
-        lengths[rec.id] = len(rec.seq)
-    return evaluate(calls, reference, lengths)
+    """Metrics of one genome's calls under ``cfg``; all records decoded together (an adaptive decoder
+    learns from the whole genome), with the genome's genetic code."""
+    sequences = [(rec.id, text, p, rec.circular) for rec, p, text in zip(records, probs, texts)]
+    calls = decode_genome(sequences, transl_table=records[0].transl_table, config=cfg)
+    lengths = {rec.id: len(rec.seq) for rec in records}
+    return evaluate([c for per_record in calls for c in per_record], [c for rec in records for c in rec.cds], lengths)
 
 
 def _f1(m) -> float:
     return 2 * m.sensitivity * m.precision / max(m.sensitivity + m.precision, 1e-12)
 
 
-GRID = {
-    "max_overlap": [60, 120, 240],
-    "min_score": [0.0, 10.0, 30.0],
-    "logit_offset": [0.0, 0.5, 1.0, 2.0],
-    "start_bonus": [None, {"ATG": 0.0, "GTG": -2.0, "TTG": -3.0}, {"ATG": 0.0, "GTG": -4.0, "TTG": -6.0}],
+GRIDS = {
+    "decoder": {
+        "max_overlap": [60, 120, 240],
+        "min_score": [0.0, 10.0, 30.0],
+        "logit_offset": [0.0, 0.5, 1.0, 2.0],
+        "start_bonus": [None, {"ATG": 0.0, "GTG": -2.0, "TTG": -3.0}, {"ATG": 0.0, "GTG": -4.0, "TTG": -6.0}],
+    },
+    # The first row (weights 0) decodes twice with no statistics: the one-pass decoder, for comparison.
+    "adaptive": {
+        "coding_weight": [0.0, 5.0, 10.0, 20.0, 40.0, 80.0],
+        "start_weight": [0.0, 1.0, 2.0, 4.0, 8.0],
+        "min_score": [0.0, 30.0],
+    },
 }
 
 
-def sweep(cache: Path, stems: list[str], out: Path | None) -> None:
+def sweep(cache: Path, stems: list[str], out: Path | None, grid: str = "decoder", base: dict | None = None) -> None:
     genomes = {s: _load(cache, s) for s in stems}
     rows = []
-    keys = list(GRID)
-    for values in itertools.product(*(GRID[k] for k in keys)):
-        settings = dict(zip(keys, values))
+    space = GRIDS[grid]
+    keys = list(space)
+    fixed = {**(base or {}), **({"adaptive": True} if grid == "adaptive" else {})}
+    for values in itertools.product(*(space[k] for k in keys)):
+        settings = {**fixed, **dict(zip(keys, values))}
         cfg = DecoderConfig(**settings)
         per = {s: score_genome(*genomes[s], cfg) for s in stems}
         rows.append((float(np.mean([_f1(m) for m in per.values()])),
@@ -112,7 +131,7 @@ def sweep(cache: Path, stems: list[str], out: Path | None) -> None:
     rows.sort(key=lambda r: (-r[0], -r[1]))
     header = " | ".join(f"{s} sens / prec / start" for s in stems)
     lines = [f"| mean gene F1 | mean exact start | settings | {header} |", "|---|---|---|" + "---|" * len(stems)]
-    default = dict(zip(keys, [g[0] for g in GRID.values()]))  # the decoder's defaults, for comparison
+    default = {**fixed, **dict(zip(keys, [g[0] for g in space.values()]))}  # the first row, for comparison
     for f1, start, settings, per in rows[:15] + [r for r in rows if r[2] == default]:
         cells = " | ".join(f"{m.sensitivity:.3f} / {m.precision:.3f} / {m.exact_start:.3f}" for m in per.values())
         lines.append(f"| {f1:.4f} | {start:.3f} | `{json.dumps(settings)}` | {cells} |")
@@ -132,6 +151,66 @@ def score(cache: Path, stem: str, settings: dict) -> None:
               f"coding F1 {m.coding_f1:.4f}")
 
 
+# pyrodigal 3.7.1 on the same genomes (benchmarks/RESULTS.md, "Genome annotation: pyrodigal reference"):
+# sensitivity, precision, exact start, base coding F1.
+PYRODIGAL = {
+    "genomes/bsubtilis_168/Bsub_referencegenome.gb.gz": ("single", 0.9750, 0.9773, 0.9063, 0.9925),
+    "genomes/phage_lambda/NC_001416.gbk.gz": ("meta", 0.8767, 1.0000, 0.8750, 0.9761),
+}
+HELDOUT = "genomes/bsubtilis_168/Bsub_referencegenome.gb.gz"
+SMOKE = "genomes/phage_lambda/NC_001416.gbk.gz"
+
+
+def heldout(package: Path, entry: str, settings: dict, out: Path | None) -> None:
+    """The held-out genome in one command: its probabilities under ``package`` (cuda when present),
+    then the package's decoder settings and ``settings`` (e.g. adaptive ones), beside pyrodigal."""
+    import torch
+
+    from pipelines.genome.decoder import decoder_for_package
+    from pipelines.genome.predict import predict_probabilities
+    from seqmodels.package import load_package
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, config, _ = load_package(package)
+    model = model.to(device).eval()
+    records = read_annotation(_data_root() / entry)
+    start = time.perf_counter()
+    probs = [predict_probabilities(model, tokenize(rec.seq), circular=rec.circular,
+                                   batch_windows=8 if device.type == "cuda" else 1).probs for rec in records]
+    seconds = time.perf_counter() - start
+    texts = [vocab.decode(tokenize(rec.seq)) for rec in records]
+    bases = sum(len(rec.seq) for rec in records)
+    print(f"{entry}: {bases:,} bp, {sum(len(r.cds) for r in records):,} reference CDS; model on {device} "
+          f"in {seconds:.1f} s", flush=True)
+    package_cfg = decoder_for_package(config, source=str(package))
+    chosen = DecoderConfig(**{**_package_settings(package_cfg), **settings})
+    rows = {"package decoder": package_cfg, "package decoder + --settings": chosen}
+    results = {}
+    print("| decoder | settings | calls | sensitivity | precision | exact start | base coding F1 | decode s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, cfg in rows.items():
+        t0 = time.perf_counter()
+        m = score_genome(records, probs, texts, cfg)
+        shown = {k: getattr(cfg, k) for k in ("max_overlap", "min_score", "logit_offset", "start_bonus", "adaptive",
+                                              "coding_weight", "start_weight")}
+        results[name] = {"settings": shown, **m.as_dict(), "seconds_decode": time.perf_counter() - t0}
+        print(f"| {name} | `{json.dumps(shown)}` | {m.n_predicted:,} | {m.sensitivity:.4f} | {m.precision:.4f} | "
+              f"{m.exact_start:.4f} | {m.coding_f1:.4f} | {results[name]['seconds_decode']:.1f} |", flush=True)
+    if entry in PYRODIGAL:
+        mode, *fig = PYRODIGAL[entry]
+        print(f"| pyrodigal 3.7.1 ({mode} mode; RESULTS.md) | | | " + " | ".join(f"{x:.4f}" for x in fig) + " | |")
+    if out:
+        out.write_text(json.dumps({"entry": entry, "device": str(device), "seconds_model": seconds,
+                                   "results": results}, indent=2) + "\n")
+
+
+def _package_settings(cfg: DecoderConfig) -> dict:
+    """The package-settable fields of ``cfg`` (the base an override is applied to)."""
+    from pipelines.genome.decoder import PACKAGE_SETTINGS
+
+    return {k: getattr(cfg, k) for k in PACKAGE_SETTINGS}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -143,15 +222,25 @@ def main() -> int:
     s.add_argument("cache", type=Path)
     s.add_argument("--tune", nargs="+", required=True, help="cached genome stems to choose the settings on")
     s.add_argument("--out", type=Path)
+    s.add_argument("--grid", choices=sorted(GRIDS), default="decoder", help="which settings to search")
+    s.add_argument("--base", default="{}", help="JSON object of settings fixed during the search")
     t = sub.add_parser("score")
     t.add_argument("cache", type=Path)
     t.add_argument("--genome", required=True)
     t.add_argument("--settings", required=True, help="JSON object of DecoderConfig settings")
+    h = sub.add_parser("heldout", help="the held-out genome's probabilities and figures in one command")
+    h.add_argument("package", type=Path)
+    h.add_argument("--settings", default='{"adaptive": true}', help="JSON object of settings over the package's")
+    h.add_argument("--genome", default=HELDOUT, help=f"genome entry under the data folder (default {HELDOUT})")
+    h.add_argument("--smoke", action="store_true", help=f"phage lambda instead ({SMOKE}): checks the command")
+    h.add_argument("--out", type=Path, help="write the figures as JSON")
     args = parser.parse_args()
     if args.cmd == "probs":
         compute_probs(args.package, args.genomes, args.cache)
     elif args.cmd == "sweep":
-        sweep(args.cache, args.tune, args.out)
+        sweep(args.cache, args.tune, args.out, args.grid, json.loads(args.base))
+    elif args.cmd == "heldout":
+        heldout(args.package, SMOKE if args.smoke else args.genome, json.loads(args.settings), args.out)
     else:
         score(args.cache, args.genome, json.loads(args.settings))
     return 0
