@@ -1,16 +1,19 @@
-"""Sweep of the selective-scan backward kernels on the GPU (issue 3, tasks K1, K1b).
+"""Sweep of the selective-scan backward kernels on the GPU (issue 3, tasks K1, K1b, K4).
 
     python3 benchmarks/bench_bwd_sweep.py --out $OUT/bwd_sweep.md
 
 For each variant (the old backward "v1" at its default, "v2" and "v3" (v2 reading the pre-gate
 output the forward stores) at several block_d:num_warps:chunk launches, "partials": dB/dC channel
-sums stored per program instead of atomics): a correctness check of out and every gradient against the
+sums stored per program instead of atomics; "seg N": the backward split into N sequence-parallel
+segments): a correctness check of out and every gradient against the
 float64 reference on a small random problem, bf16, every option on (z, D, delta_bias, softplus,
 B/C (batch, 1, dstate, seqlen)), and a second with time-invariant B/C plus initial_state and a
 loss on the last state; then the median of ``triton.testing.do_bench`` of forward and of
 forward+backward at issue 3's size (batch 8, dim 1536, dstate 16, bf16, random data) at seqlen 4k
-for every variant, and at 1k/16k/64k for v1, the fastest v2 and the fastest two v3 variants. One variant failing
-(compile error, wrong gradients) is reported and the sweep goes on. Under four minutes on an H200.
+for every variant, and at 1k/16k/64k for v1, the fastest two unsegmented v3 variants and the fastest two
+segmented ones; then, at batch 1 and 2 (a grid that fills fewer warps per SM), the default launch
+against its segmented variants at 4k and 16k. One variant failing (compile error, wrong gradients)
+is reported and the sweep goes on. Under four minutes on an H200.
 
 ``--smoke`` (CPU, ``TRITON_INTERPRET=1``): tiny sizes, float32, no do_bench; checks that the
 script runs end to end.
@@ -47,23 +50,28 @@ class Variant:
     cfg: triton_scan.ScanConfig
 
 
+DEFAULT_NAME = "v3 16:2:32 (default)"
+
+
 def variants() -> list[Variant]:
-    """v1 as it is the default today, then v2 and v3 launches: the forward keeps its measured-best
-    16 channels x 1 warp. Left out after the offline sm_90 compile (benchmarks/NOTES.md, K1 and
-    K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack), 8:1:32 (time over all
-    lanes), 32:1:8; v3 16:2:16 (more instructions than 8:1:16 at the same warps)."""
-    out = [Variant("v1 bwd_block_d 4 (default)", triton_scan.ScanConfig(16, 16, 1))]
-    # (kernel, block_d, warps, backward chunk, partials): the forward keeps chunk 16 (the first H200
+    """v1 (the old default) and today's default (v3 16:2:32) as baselines, v3 8:1:16 and 16:1:16 as
+    the baselines of their segmented forms, then sequence-parallel segments (K4): the forward keeps
+    its measured-best 16 channels x 1 warp. Left out after the offline sm_90 compile
+    (benchmarks/NOTES.md, K1 and K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack),
+    8:1:32 (time over all lanes), 32:1:8; v3 16:2:16. Left out after H200 sweep 2 (slower than the
+    default there): every v2 launch, v3 16:2:32 partials, 16:4:32, 16:4:64."""
+    out = [Variant("v1 bwd_block_d 4", triton_scan.ScanConfig(16, 16, 1))]
+    # (kernel, block_d, warps, backward chunk, segments): the forward keeps chunk 16 (the first H200
     # sweep: a chunk-32 forward took 13 ms at 4k instead of 0.79); a longer backward chunk reads
-    # every second or fourth stored state (bwd_chunk_factor).
-    launches = [("v2", 8, 1, 16, False), ("v2", 16, 2, 32, False),
-                ("v3", 8, 1, 16, False), ("v3", 16, 1, 16, False), ("v3", 16, 2, 32, False),
-                ("v3", 16, 2, 32, True), ("v3", 16, 4, 32, False),
-                ("v3", 16, 4, 64, False)]
-    for kernel, block_d, warps, chunk, partials in launches:
+    # every second stored state (bwd_chunk_factor).
+    launches = [("v3", 16, 2, 32, 1), ("v3", 8, 1, 16, 1), ("v3", 16, 1, 16, 1),
+                ("v3", 16, 2, 32, 2), ("v3", 16, 2, 32, 4), ("v3", 16, 2, 32, 8),
+                ("v3", 8, 1, 16, 2), ("v3", 8, 1, 16, 4), ("v3", 16, 1, 16, 2)]
+    for kernel, block_d, warps, chunk, segments in launches:
         cfg = triton_scan.ScanConfig(16, 16, 1, bwd_kernel=kernel, bwd_block_d=block_d, bwd_num_warps=warps,
-                                     bwd_bc_partials=partials, bwd_chunk_factor=chunk // 16)
-        out.append(Variant(f"{kernel} {block_d}:{warps}:{chunk}{' partials' if partials else ''}", cfg))
+                                     bwd_chunk_factor=chunk // 16, bwd_segments=segments)
+        name = f"{kernel} {block_d}:{warps}:{chunk}{f' seg {segments}' if segments > 1 else ''}"
+        out.append(Variant(DEFAULT_NAME if name == "v3 16:2:32" else name, cfg))
     return out
 
 
@@ -159,15 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CPU interpreter, tiny sizes, no timing")
     parser.add_argument("--rep", type=int, default=100, help="do_bench measuring time per timing, ms")
     parser.add_argument("--seqlens", default="1024,16384,65536", help="further seqlens for the best variants")
+    parser.add_argument("--batches", default="1,2", help="smaller batches for the default against its segments")
+    parser.add_argument("--batch-seqlens", default="4096,16384", help="seqlens of the smaller-batch table")
     args = parser.parse_args(argv)
 
     if args.smoke:
         if os.environ.get("TRITON_INTERPRET") != "1":
             parser.error("--smoke runs in Triton's interpreter: set TRITON_INTERPRET=1 before starting Python")
         device, dtype = "cpu", torch.float32
-        problem = dict(batch=1, dim=8, seqlen=21, dstate=3)
+        problem = dict(batch=1, dim=8, seqlen=37, dstate=3)  # 2 backward chunks of 32, 3 of 16
         size = dict(batch=1, dim=8, seqlen=16, dstate=2)
         args.seqlens = "8,33"
+        args.batches, args.batch_seqlens = "2", "24"
     else:
         if not torch.cuda.is_available():
             parser.error("needs a CUDA GPU (or --smoke with TRITON_INTERPRET=1)")
@@ -199,38 +210,77 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             triton_scan.CONFIG_OVERRIDE = None
 
-    # v1, the fastest v2 and the fastest two v3 variants that passed both checks, at the other lengths.
+    # v1, the fastest two unsegmented and the fastest two segmented v3 variants that passed both
+    # checks, at the other lengths.
     def passed(r):
         return "error" not in r and r.get("check", "").startswith("PASS") and r.get("check_inv", "").startswith("PASS")
 
     timed = [n for n, r in rows.items() if passed(r) and main_l in r]
-    def fastest(kernel, k):
-        return sorted((n for n in timed if rows[n]["cfg"].bwd_kernel == kernel), key=lambda n: rows[n][main_l][1])[:k]
 
-    finalists = fastest("v1", 1) + fastest("v2", 1) + fastest("v3", 2)
+    def fastest(kernel, k, segmented=False):
+        names = (n for n in timed if rows[n]["cfg"].bwd_kernel == kernel
+                 and (rows[n]["cfg"].bwd_segments > 1) == segmented)
+        return sorted(names, key=lambda n: rows[n][main_l][1])[:k]
+
+    finalists = fastest("v1", 1) + fastest("v3", 2) + fastest("v3", 2, segmented=True)
     seqlens = [int(s) for s in args.seqlens.split(",") if s]
     for seqlen in seqlens:
         for name in finalists:
-            triton_scan.CONFIG_OVERRIDE = rows[name]["cfg"]
-            try:
-                rows[name][seqlen] = bench_pair(dict(size, seqlen=seqlen), args.rep, device)
-                print(f"[{time.perf_counter() - t0:6.1f}s] {name}: L={seqlen} fwd {rows[name][seqlen][0]:.3f} "
-                      f"ms, fwd+bwd {rows[name][seqlen][1]:.3f} ms", flush=True)
-            except Exception as exc:
-                rows[name][seqlen] = _short(exc)
-                print(f"{name}: L={seqlen} failed: {rows[name][seqlen]}", flush=True)
-            finally:
-                triton_scan.CONFIG_OVERRIDE = None
-                if device == "cuda":
-                    torch.cuda.empty_cache()
+            _bench_into(rows[name], seqlen, name, dict(size, seqlen=seqlen), args.rep, device, t0)
+
+    # Smaller batches: the default launch against its own segmented forms, at a few lengths.
+    small = [n for n in rows if n == DEFAULT_NAME or n.startswith("v3 16:2:32 seg")]
+    batches = [int(b) for b in args.batches.split(",") if b]
+    batch_seqlens = [int(s) for s in args.batch_seqlens.split(",") if s]
+    for batch in batches:
+        for seqlen in batch_seqlens:
+            for name in small:
+                if passed(rows[name]):
+                    _bench_into(rows[name], (batch, seqlen), name, dict(size, batch=batch, seqlen=seqlen),
+                                args.rep, device, t0)
 
     lines = report(rows, finalists, seqlens, main_l, args, problem, size, dtype, time.perf_counter() - t0)
+    lines += batch_report(rows, small, batches, batch_seqlens)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
     return 0 if all(passed(r) for r in rows.values()) else 1
+
+
+def _bench_into(row: dict, key, name: str, size: dict, rep_ms: int, device, t0: float) -> None:
+    """Time the variant of ``row`` at ``size``; store (fwd, fwd+bwd) ms or the error under ``key``."""
+    triton_scan.CONFIG_OVERRIDE = row["cfg"]
+    try:
+        row[key] = bench_pair(size, rep_ms, device)
+        print(f"[{time.perf_counter() - t0:6.1f}s] {name}: batch {size['batch']} L={size['seqlen']} fwd "
+              f"{row[key][0]:.3f} ms, fwd+bwd {row[key][1]:.3f} ms", flush=True)
+    except Exception as exc:
+        row[key] = _short(exc)
+        print(f"{name}: batch {size['batch']} L={size['seqlen']} failed: {row[key]}", flush=True)
+    finally:
+        triton_scan.CONFIG_OVERRIDE = None
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _cell(v) -> str:
+    return f"{v[1]:.3f} ({v[0]:.3f})" if isinstance(v, tuple) else (v or "—").replace("|", "/")
+
+
+def batch_report(rows, names, batches, seqlens) -> list[str]:
+    """Markdown: fwd+bwd (fwd) ms of the default and its segmented forms at smaller batches."""
+    keys = [(b, s) for b in batches for s in seqlens]
+    if not any(k in rows[n] for n in names for k in keys):
+        return []
+    lines = ["", "Smaller batches (fewer programs per SM), fwd+bwd ms (fwd ms):", "",
+             "| variant | " + " | ".join(f"batch {b}, {s // 1024}k" if s % 1024 == 0 else f"batch {b}, {s}"
+                                       for b, s in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_cell(rows[name].get(k)) for k in keys) + " |")
+    return lines
 
 
 def report(rows, finalists, seqlens, main_l, args, problem, size, dtype, elapsed_s) -> list[str]:
@@ -240,7 +290,7 @@ def report(rows, finalists, seqlens, main_l, args, problem, size, dtype, elapsed
     on_gpu = torch.cuda.is_available() and not args.smoke
     device = torch.cuda.get_device_name() if on_gpu else "CPU (Triton interpreter, smoke run: nothing timed)"
     shape = lambda p: ", ".join(f"{k} {v}" for k, v in p.items())  # noqa: E731
-    lines = ["# Selective-scan backward sweep (issue 3, K1 / K1b)", "",
+    lines = ["# Selective-scan backward sweep (issue 3, K1 / K1b / K4)", "",
              f"- command: `python3 {' '.join(sys.argv)}`",
              f"- device: {device}; torch {torch.__version__}, triton {triton.__version__}; {elapsed_s:.0f} s in all",
              f"- check: {str(dtype).replace('torch.', '')}, {shape(problem)}, B/C (batch, 1, dstate, seqlen), "
@@ -265,11 +315,7 @@ def report(rows, finalists, seqlens, main_l, args, problem, size, dtype, elapsed
                   "| variant | " + " | ".join(f"{s // 1024}k" if s % 1024 == 0 else str(s) for s in all_l) + " |",
                   "|---|" + "---|" * len(all_l)]
         for name in finalists:
-            cells = []
-            for s in all_l:
-                v = rows[name].get(s)
-                cells.append(f"{v[1]:.3f} ({v[0]:.3f})" if isinstance(v, tuple) else (v or "—").replace("|", "/"))
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | " + " | ".join(_cell(rows[name].get(s)) for s in all_l) + " |")
     return lines
 
 
