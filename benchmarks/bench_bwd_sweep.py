@@ -5,7 +5,7 @@
 For each variant (the old backward "v1" at its default, "v2" and "v3" (v2 reading the pre-gate
 output the forward stores) at several block_d:num_warps:chunk launches, "partials": dB/dC channel
 sums stored per program instead of atomics; "seg N": the backward split into N sequence-parallel
-segments): a correctness check of out and every gradient against the
+segments; "fast softplus": softplus without the MUFU): a correctness check of out and every gradient against the
 float64 reference on a small random problem, bf16, every option on (z, D, delta_bias, softplus,
 B/C (batch, 1, dstate, seqlen)), and a second with time-invariant B/C plus initial_state and a
 loss on the last state; then the median of ``triton.testing.do_bench`` of forward and of
@@ -72,6 +72,9 @@ def variants() -> list[Variant]:
                                      bwd_chunk_factor=chunk // 16, bwd_segments=segments)
         name = f"{kernel} {block_d}:{warps}:{chunk}{f' seg {segments}' if segments > 1 else ''}"
         out.append(Variant(DEFAULT_NAME if name == "v3 16:2:32" else name, cfg))
+    # Softplus (and its derivative) on the FMA pipe instead of the MUFU, forward and backward.
+    default = next(v.cfg for v in out if v.name == DEFAULT_NAME)
+    out.append(Variant("v3 16:2:32 fast softplus", dataclasses.replace(default, fast_softplus=True)))
     return out
 
 

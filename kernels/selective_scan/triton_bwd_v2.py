@@ -51,6 +51,7 @@ from .triton_common import (
     delta_activation,
     exp2,
     load_bc,
+    softplus_grad,
 )
 
 LN2 = tl.constexpr(0.6931471805599453)  # 1 / log2(e): undoes the log2(e) folded into A
@@ -104,7 +105,7 @@ def scan_bwd_v2_kernel(
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
     HAS_DLAST: tl.constexpr, Y_SAVED: tl.constexpr = False, BC_PARTIALS: tl.constexpr = False,
-    CKPT_EVERY: tl.constexpr = 1, SEGMENTED: tl.constexpr = False,
+    CKPT_EVERY: tl.constexpr = 1, SEGMENTED: tl.constexpr = False, FAST_SOFTPLUS: tl.constexpr = False,
 ):
     # ckpt_ptr: fp32 (batch, ckpt_chunks, dstate, dim), the state before each forward chunk; the
     # backward's chunk T spans CKPT_EVERY of them (a longer chunk amortises the per-chunk work of
@@ -187,7 +188,7 @@ def scan_bwd_v2_kernel(
         # adjoint source, so they add nothing to any sum below.
         u = tl.load(u_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
         dt, raw = delta_activation(tl.load(delta_ptr + ptrs, mask=m2, other=0.0).to(tl.float32), m2, bias,
-                                   HAS_BIAS, SOFTPLUS)
+                                   HAS_BIAS, SOFTPLUS, FAST_SOFTPLUS)
         dtu = dt * u
         dout = tl.load(dout_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
 
@@ -246,7 +247,7 @@ def scan_bwd_v2_kernel(
         if HAS_D:
             du += dy * Dv[:, None]
         if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(raw)
+            ddt = ddt * softplus_grad(raw, FAST_SOFTPLUS)
         ddt = tl.where(m2, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=1)
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)

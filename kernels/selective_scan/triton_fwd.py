@@ -29,7 +29,7 @@ def scan_fwd_kernel(
     BLOCK_D: tl.constexpr, N: tl.constexpr, T: tl.constexpr,
     B_MODE: tl.constexpr, C_MODE: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP2: tl.constexpr,
-    HAS_H0: tl.constexpr, SAVE_CKPT: tl.constexpr, SAVE_Y: tl.constexpr,
+    HAS_H0: tl.constexpr, SAVE_CKPT: tl.constexpr, SAVE_Y: tl.constexpr, FAST_SOFTPLUS: tl.constexpr = False,
 ):
     # ypre_ptr (SAVE_Y, with z only): (batch, dim, seqlen) in out's dtype, the output before the
     # gate, y + D u, which the backward needs for dz; storing it spares the backward a pass.
@@ -80,7 +80,7 @@ def scan_fwd_kernel(
             z_next = tl.load(z_ptr + ptrs + T, mask=m_next, other=0.0)
 
         u = u_raw.to(tl.float32)
-        dt, _ = delta_activation(dl_raw.to(tl.float32), m2, bias, HAS_BIAS, SOFTPLUS)
+        dt, _ = delta_activation(dl_raw.to(tl.float32), m2, bias, HAS_BIAS, SOFTPLUS, FAST_SOFTPLUS)
         dtu = dt * u
         y = tl.zeros([BLOCK_D, T], dtype=tl.float32)
         h_next = ()

@@ -41,7 +41,9 @@ class ScanConfig:
     channel of a program (the Mamba block's layout). ``bwd_segments`` (v2/v3): the backward
     splits the sequence into at most this many segments of whole backward chunks, each walked
     by its own programs (grid (dim / bwd_block_d, batch, segments)); a short pre-pass
-    (``triton_bwd_seg.py``) gives every segment the adjoint entering it from the right."""
+    (``triton_bwd_seg.py``) gives every segment the adjoint entering it from the right.
+    ``fast_softplus`` (v2/v3): softplus and its derivative as polynomials on the FMA pipe instead
+    of the MUFU's exp / log / reciprocal, in the forward and the backward (``softplus_fma``)."""
 
     block_d: int
     chunk: int
@@ -53,6 +55,7 @@ class ScanConfig:
     bwd_bc_partials: bool = False  # v2 / v3 only
     bwd_chunk_factor: int = 1  # v2 / v3: the backward's chunk is this many forward chunks
     bwd_segments: int = 1  # v2 / v3: sequence-parallel segments of the backward
+    fast_softplus: bool = False  # v2 / v3: softplus without the MUFU, forward and backward
 
     def __post_init__(self):
         if self.bwd_kernel not in BWD_KERNELS:
@@ -67,6 +70,9 @@ class ScanConfig:
                 segments != 1 and self.bwd_kernel == "v1"):
             raise ValueError(f"ScanConfig.bwd_segments must be an integer >= 1 for v2 / v3 and 1 for v1, "
                              f"got {segments!r} with bwd_kernel {self.bwd_kernel!r}")
+        if self.fast_softplus and self.bwd_kernel == "v1":
+            # v1's backward recomputes Δ with the MUFU softplus: it must match the forward's.
+            raise ValueError("ScanConfig.fast_softplus needs bwd_kernel 'v2' or 'v3', got 'v1'")
 
 
 def _interpreting() -> bool:
@@ -131,7 +137,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
         b_dpg, *b_str, c_dpg, *c_str,
         BLOCK_D=cfg.block_d, N=dstate, T=cfg.chunk,
         B_MODE=b_mode, C_MODE=c_mode, HAS_H0=initial_state is not None, SAVE_CKPT=save_ckpt, SAVE_Y=save_y,
-        num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
+        FAST_SOFTPLUS=cfg.fast_softplus, num_warps=cfg.num_warps, **_flags(D, z, delta_bias, delta_softplus),
     )
     return out, last, (ckpt if save_ckpt else None), ypre
 
@@ -168,7 +174,7 @@ def segment_split(nchunks: int, segments: int) -> tuple[int, int]:
 
 
 def _segment_summaries(delta, A, C, z, delta_bias, dout, delta_softplus, c_mode, c_dpg, c_str,
-                       nchunks, per_seg, nseg, T, block_d, num_warps):
+                       nchunks, per_seg, nseg, T, block_d, num_warps, fast_softplus=False):
     """Pre-pass of the segmented backward: fp32 (nseg - 1, batch, dstate, dim) local adjoints and
     decays of segments 1 .. nseg - 1 (``triton_bwd_seg.py``)."""
     batch, dim, seqlen = delta.shape
@@ -179,7 +185,7 @@ def _segment_summaries(delta, A, C, z, delta_bias, dout, delta_softplus, c_mode,
     flags.pop("HAS_D")
     scan_bwd_seg_kernel[(triton.cdiv(dim, block_d), batch, nseg - 1)](
         delta, A, C, z, delta_bias, dout, loc, dec, dim, seqlen, nchunks, per_seg, c_dpg, *c_str,
-        BLOCK_D=block_d, N=dstate, T=T, C_MODE=c_mode, num_warps=num_warps, **flags)
+        BLOCK_D=block_d, N=dstate, T=T, C_MODE=c_mode, FAST_SOFTPLUS=fast_softplus, num_warps=num_warps, **flags)
     return loc, dec
 
 
@@ -216,12 +222,13 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delt
         loc = dec = dA  # placeholder pointers when there is one segment
         if nseg > 1:
             loc, dec = _segment_summaries(delta, A, C, z, delta_bias, dout, delta_softplus, c_mode, c_dpg, c_str,
-                                          nchunks, per_seg, nseg, cfg.chunk * factor, block_d, cfg.bwd_num_warps)
+                                          nchunks, per_seg, nseg, cfg.chunk * factor, block_d, cfg.bwd_num_warps,
+                                          cfg.fast_softplus)
         # The state index is a run-time loop: any dstate, no padding to a power of two.
         scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, loc, dec, per_seg, nseg,
                                  b_dpg, *b_str, c_dpg, *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps,
                                  Y_SAVED=ypre is not None, BC_PARTIALS=partials, CKPT_EVERY=factor,
-                                 SEGMENTED=nseg > 1, **common)
+                                 SEGMENTED=nseg > 1, FAST_SOFTPLUS=cfg.fast_softplus, **common)
     else:
         scan_bwd_kernel[grid[:2]](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
                                   BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)
