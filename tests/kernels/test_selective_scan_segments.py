@@ -10,6 +10,8 @@ state. CPU: Triton's interpreter, fp32, small shapes; ``gpu``: bf16 / fp32 at la
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,6 +176,14 @@ def test_segmented_backward_realistic_parameters(monkeypatch):
 # --- natively on the GPU ---------------------------------------------------------------------
 
 
+@functools.cache
+def _gpu_problem(dtype, seqlen, bc, ngroups):
+    """Inputs and the float64 reference's out, last state and gradients, once per problem (the
+    sequential reference is most of a GPU test's time; the launch under test varies)."""
+    inputs = make_inputs(2, 96, seqlen, 16, bc, ngroups, device="cuda", dtype=dtype, realistic=True, seed=seqlen)
+    return inputs, run(inputs, selective_scan_ref, dtype=torch.float64)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("launch", ["16:2:32", "8:1:16"])
@@ -184,9 +194,8 @@ def test_gpu_segmented_backward_matches_reference(monkeypatch, dtype, launch, se
     monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(
         16, 16, 1, bwd_kernel="v3", bwd_block_d=block_d, bwd_num_warps=warps, bwd_chunk_factor=chunk // 16,
         bwd_segments=segments))
-    inputs = make_inputs(2, 96, seqlen, 16, bc, ngroups, device="cuda", dtype=dtype, realistic=True, seed=seqlen)
+    inputs, (ref_out, ref_last, ref_grads) = _gpu_problem(dtype, seqlen, bc, ngroups)
     out, last, grads = run(inputs, selective_scan_fn)
-    ref_out, ref_last, ref_grads = run(inputs, selective_scan_ref, dtype=torch.float64)
     tol, grad_tol = GPU_TOL[dtype]
     assert rel_err(out, ref_out) < tol and rel_err(last, ref_last) < tol
     for k in grads:
