@@ -5,6 +5,9 @@ only the state at each chunk start; the backward kernel recomputes states from t
 same chunk: ``triton_bwd.py`` ("v1", (T, N, BLOCK_D) tiles) or ``triton_bwd_v2.py`` ("v2", the
 forward's layout; "v3", the same kernel reading the output before the gate, which the forward then
 stores, instead of recomputing it), chosen by ``ScanConfig.bwd_kernel``. Gradients flow to every input, to ``initial_state`` and through the returned last state.
+With ``ScanConfig.bwd_segments`` > 1 the v2 / v3 backward is sequence-parallel: a pre-pass
+(``triton_bwd_seg.py``) summarises each segment so that every segment's programs start from the
+right adjoint.
 """
 
 from __future__ import annotations
@@ -144,8 +147,9 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
 
 def _bc_grad_buffer(t, mode, dpg, batch, nprog, dstate, seqlen, partials, f32, nseg=1):
     """fp32 buffer the backward kernel accumulates dB or dC into: per-row (nseg * batch, dim, dstate)
-    sums for the time-invariant form (a row per backward segment and batch row), per-program channel sums (batch, programs, dstate, seqlen) with
-    ``partials`` in the group-tile form, else zeros in the layout of ``t`` (atomics)."""
+    sums for the time-invariant form (a row per backward segment and batch row), per-program
+    channel sums (batch, programs, dstate, seqlen) with ``partials`` in the group-tile form, else
+    zeros in the layout of ``t`` (atomics)."""
     if t.dim() == 2:
         return torch.empty(nseg * batch, t.shape[0], dstate, **f32)
     if partials and mode == BC_GROUP_TILE:
