@@ -19,6 +19,7 @@ does steps 1 and 3 in one command on the machine that has the GPU (cuda when pre
 
     python benchmarks/genome_decoder_tuning.py sweep CACHE --tune NC_000932 NC_001416 ... --grid adaptive
     python benchmarks/genome_decoder_tuning.py heldout data/models/gene_caller-mamba --settings JSON
+    python benchmarks/genome_decoder_tuning.py timing --settings JSON   # decode time, E. coli, synthetic probs
 
 Genome entries are paths under the shared data folder (SEQMAMBA_DATA or ../shared/data), GenBank
 files whose annotation is the reference; each record is decoded with the genome's genetic code and
@@ -211,6 +212,30 @@ def _package_settings(cfg: DecoderConfig) -> dict:
     return {k: getattr(cfg, k) for k in PACKAGE_SETTINGS}
 
 
+def timing(settings: dict, repeats: int) -> None:
+    """Median wall time of the one-pass and the adaptive decoder on E. coli K-12 (4.6 Mb, circular) with
+    bench_genome_decoder's synthetic probabilities (reference labels at 0.9, 30 % Dirichlet noise)."""
+    import platform
+    import statistics
+
+    from bench_genome_decoder import synthetic_probs
+
+    from pipelines.genome.labels import cds_labels
+
+    (rec,) = read_annotation(_data_root() / "genomes/ecoli_k12_mg1655/GCF_000005845.2_ASM584v2_genomic.gbff.gz")
+    probs = synthetic_probs(cds_labels(len(rec.seq), rec.cds))
+    text = vocab.decode(tokenize(rec.seq))
+    print(f"{rec.id}: {len(rec.seq):,} bp; {platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for name, cfg in (("one pass", DecoderConfig()), ("adaptive", DecoderConfig(**{"adaptive": True, **settings}))):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            (calls,) = decode_genome([(rec.id, text, probs, rec.circular)], transl_table=rec.transl_table, config=cfg)
+            times.append(time.perf_counter() - start)
+        print(f"{name}: median {statistics.median(times):.2f} s over {repeats} runs, {len(calls)} calls", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -234,11 +259,16 @@ def main() -> int:
     h.add_argument("--genome", default=HELDOUT, help=f"genome entry under the data folder (default {HELDOUT})")
     h.add_argument("--smoke", action="store_true", help=f"phage lambda instead ({SMOKE}): checks the command")
     h.add_argument("--out", type=Path, help="write the figures as JSON")
+    m = sub.add_parser("timing", help="decode time of the one-pass and the adaptive decoder on E. coli")
+    m.add_argument("--settings", default="{}", help="JSON object of adaptive settings")
+    m.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if args.cmd == "probs":
         compute_probs(args.package, args.genomes, args.cache)
     elif args.cmd == "sweep":
         sweep(args.cache, args.tune, args.out, args.grid, json.loads(args.base))
+    elif args.cmd == "timing":
+        timing(json.loads(args.settings), args.repeats)
     elif args.cmd == "heldout":
         heldout(args.package, SMOKE if args.smoke else args.genome, json.loads(args.settings), args.out)
     else:

@@ -184,8 +184,8 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
     start_extra = np.zeros(len(ext), dtype=np.float32)  # (n_ext,) added to an ORF by its start codon
     if statistics is not None:
         codon, start = statistics.strand_scores(ext, tables)  # (n_ext,) each
-        j = np.arange(len(ext))
-        scores[j, j % 3] += np.float32(cfg.coding_weight) * codon  # a codon counts in the frame it starts
+        for f in range(3):  # a codon counts in the frame whose codons start where it does
+            scores[f::3, f] += np.float32(cfg.coding_weight) * codon[f::3]
         # The start codon's own dicodon score is conditioned on the codon upstream, outside the ORF.
         start_extra = np.float32(cfg.start_weight) * start - np.float32(cfg.coding_weight) * codon
     edges = cfg.allow_partial and not circular
