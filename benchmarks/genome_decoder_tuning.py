@@ -110,8 +110,8 @@ GRIDS = {
     },
     # The first row (weights 0) decodes twice with no statistics: the one-pass decoder, for comparison.
     "adaptive": {
-        "coding_weight": [0.0, 10.0, 20.0, 40.0, 80.0, 160.0],
-        "start_weight": [0.0, 2.0, 4.0, 8.0, 16.0],
+        "coding_weight": [0.0, 20.0, 40.0, 60.0, 80.0, 160.0],
+        "start_weight": [0.0, 4.0, 8.0, 16.0, 32.0, 64.0],
         "min_score": [0.0, 30.0],
     },
 }
