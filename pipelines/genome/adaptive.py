@@ -17,10 +17,11 @@ same idea on top of a gene caller's probabilities (:func:`decode_genome`):
      score has to make).
 3. Second pass: every candidate ORF (all starts of each stop) scored as model log-odds +
    ``coding_weight`` x its codons' dicodon scores + ``start_weight`` x its start's score, decoded
-   with the same greedy overlap rule. Passes 2-3 repeat ``ROUNDS`` times, each learning from the
+   with the same greedy overlap rule. Steps 2-3 run ``ROUNDS`` times, each learning from the
    previous pass's calls (starts chosen with a start model find the motif better).
 
-Pure numpy, deterministic; a few seconds for a 5 Mb genome on one core.
+Pure numpy and deterministic. The cost is ``ROUNDS`` more decoder passes plus about a second of
+counting per pass on a 5 Mb genome (benchmarks/RESULTS.md, "Genome-adaptive decoding").
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ class StatisticsCounts:
         for f in range(3):
             stops_f, starts_f = stop_pos[stop_pos % 3 == f], start_pos[start_pos % 3 == f]
             genes = np.flatnonzero(s % 3 == f)
-            # The ORF of a gene begins after the last in-frame stop before its start.
-            prev = stops_f[np.maximum(np.searchsorted(stops_f, s[genes]) - 1, 0)]
-            lo = np.where(np.searchsorted(stops_f, s[genes]) > 0, prev + 3, f)
+            # The ORF of a gene begins after the last in-frame stop before its start (or at the
+            # sequence's first codon in this frame when there is none).
+            before = np.searchsorted(stops_f, s[genes])  # in-frame stops upstream of each start
+            lo = np.full(genes.size, f)
+            lo[before > 0] = stops_f[before[before > 0] - 1] + 3
             for g, low in zip(genes, lo):
                 cand = starts_f[np.searchsorted(starts_f, low): np.searchsorted(starts_f, e[g] - self.min_length,
                                                                                  side="right")]

@@ -249,3 +249,11 @@ def test_call_genes_uses_the_adaptive_decoder():
         assert result.calls == decode_genome([("g", seq, probs32, False)], config=cfg)[0]
     assert (call_genes(model, records, window=len(seq), overlap=0, decoder=ADAPTIVE).calls
             != call_genes(model, records, window=len(seq), overlap=0).calls)
+
+
+def test_a_gene_with_no_stop_upstream_in_its_frame_is_learned_from():
+    rng = np.random.default_rng(4)
+    gene = "ATG" + "".join(rng.choice(SENSE, size=120)) + "TAA"
+    seq = "CAT" + gene + "GGATCC"  # nothing upstream of the start but one sense codon
+    stats = learn_statistics([(seq, [CDS("s", ((3, 3 + len(gene), 1),))])])
+    assert stats.genes == 1 and np.isfinite(stats.rbs).all() and stats.start_codon[_codon_id("ATG")] != 0
