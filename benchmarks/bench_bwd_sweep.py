@@ -75,6 +75,12 @@ def variants() -> list[Variant]:
     # Softplus (and its derivative) on the FMA pipe instead of the MUFU, forward and backward.
     default = next(v.cfg for v in out if v.name == DEFAULT_NAME)
     out.append(Variant("v3 16:2:32 fast softplus", dataclasses.replace(default, fast_softplus=True)))
+    # Register cap (lead, after K4's count of 168 registers for 16:2:32, which allows 6 programs per
+    # SM where batch 8 already brings 5.8): 128 allows 8, so more resident warps only with more
+    # programs than the batch-8 grid has, i.e. together with segments.
+    for segments in (1, 2, 4):
+        name = f"v3 16:2:32{f' seg {segments}' if segments > 1 else ''} r128"
+        out.append(Variant(name, dataclasses.replace(default, bwd_segments=segments, bwd_maxnreg=128)))
     return out
 
 

@@ -59,6 +59,9 @@ class ScanConfig:
     bwd_chunk_factor: int = 1  # v2 / v3: the backward's chunk is this many forward chunks
     bwd_segments: int = 1  # v2 / v3: sequence-parallel segments of the backward
     fast_softplus: bool = False  # v2 / v3: softplus without the MUFU, forward and backward
+    # v2 / v3: a cap on the backward kernel's registers per thread (PTX .maxnreg; None: the
+    # compiler's choice). Fewer registers let more programs reside on an SM, at the risk of spills.
+    bwd_maxnreg: int | None = None
 
     def __post_init__(self):
         if self.bwd_kernel not in BWD_KERNELS:
@@ -73,6 +76,11 @@ class ScanConfig:
                 segments != 1 and self.bwd_kernel == "v1"):
             raise ValueError(f"ScanConfig.bwd_segments must be an integer >= 1 for v2 / v3 and 1 for v1, "
                              f"got {segments!r} with bwd_kernel {self.bwd_kernel!r}")
+        cap = self.bwd_maxnreg
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 24 <= cap <= 255
+                                or self.bwd_kernel == "v1"):
+            raise ValueError(f"ScanConfig.bwd_maxnreg must be None or an integer in [24, 255] for v2 / v3, "
+                             f"got {cap!r} with bwd_kernel {self.bwd_kernel!r}")
         if self.fast_softplus and self.bwd_kernel == "v1":
             # v1's backward recomputes Δ with the MUFU softplus: it must match the forward's.
             raise ValueError("ScanConfig.fast_softplus needs bwd_kernel 'v2' or 'v3', got 'v1'")
@@ -232,7 +240,8 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delt
         scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, loc, dec, per_seg, nseg,
                                  b_dpg, *b_str, c_dpg, *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps,
                                  Y_SAVED=ypre is not None, BC_PARTIALS=partials, CKPT_EVERY=factor,
-                                 SEGMENTED=nseg > 1, FAST_SOFTPLUS=cfg.fast_softplus, **common)
+                                 SEGMENTED=nseg > 1, FAST_SOFTPLUS=cfg.fast_softplus,
+                                 **({} if cfg.bwd_maxnreg is None else {"maxnreg": cfg.bwd_maxnreg}), **common)
     else:
         scan_bwd_kernel[grid[:2]](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
                                   BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)

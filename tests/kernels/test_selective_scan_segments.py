@@ -67,6 +67,17 @@ def test_bad_segment_counts_are_refused(bad):
         triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v3", bwd_segments=bad)
 
 
+@pytest.mark.parametrize("bad", [0, 16, 256, 128.0, True])
+def test_bad_register_caps_are_refused(bad):
+    with pytest.raises(ValueError, match="bwd_maxnreg"):
+        triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v3", bwd_maxnreg=bad)
+
+
+def test_v1_takes_no_register_cap():
+    with pytest.raises(ValueError, match="bwd_maxnreg.*v1"):
+        triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v1", bwd_maxnreg=128)
+
+
 def test_v1_has_no_segments():
     with pytest.raises(ValueError, match="bwd_segments.*v1"):
         triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v1", bwd_segments=2)
@@ -118,8 +129,10 @@ def test_segment_summaries_are_the_local_adjoint_and_the_decay():
         ((1, 6, 41, 4, "grouped", 3), dict(bwd_segments=3, bwd_kernel="v2")),
         # dB / dC channel sums stored per program: segments share the rows, on disjoint steps
         ((1, 16, 45, 3, "grouped", 2), dict(bwd_segments=2, bwd_bc_partials=True)),
+        # a register cap is a compiler option only: the launch must accept it and compute the same
+        ((2, 6, 37, 4, "shared", 1), dict(bwd_segments=2, bwd_maxnreg=128)),
     ],
-    ids=["uneven", "more-segments-than-chunks", "chunk-factor", "v2-per-channel-bc", "partials"],
+    ids=["uneven", "more-segments-than-chunks", "chunk-factor", "v2-per-channel-bc", "partials", "register-cap"],
 )
 def test_segmented_backward_matches_reference(monkeypatch, shape, cfg):
     use_config(monkeypatch, **cfg)
@@ -186,14 +199,14 @@ def _gpu_problem(dtype, seqlen, bc, ngroups):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("launch", ["16:2:32", "8:1:16"])
+@pytest.mark.parametrize("launch", ["16:2:32", "8:1:16", "16:2:32:128"])  # the last: registers capped at 128
 @pytest.mark.parametrize("segments", [2, 4, 8])
 @pytest.mark.parametrize("seqlen,bc,ngroups", [(1000, "shared", 1), (777, "invariant", 1), (4099, "grouped", 3)])
 def test_gpu_segmented_backward_matches_reference(monkeypatch, dtype, launch, segments, seqlen, bc, ngroups):
-    block_d, warps, chunk = (int(x) for x in launch.split(":"))
+    block_d, warps, chunk, *cap = (int(x) for x in launch.split(":"))
     monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(
         16, 16, 1, bwd_kernel="v3", bwd_block_d=block_d, bwd_num_warps=warps, bwd_chunk_factor=chunk // 16,
-        bwd_segments=segments))
+        bwd_segments=segments, bwd_maxnreg=cap[0] if cap else None))
     inputs, (ref_out, ref_last, ref_grads) = _gpu_problem(dtype, seqlen, bc, ngroups)
     out, last, grads = run(inputs, selective_scan_fn)
     tol, grad_tol = GPU_TOL[dtype]
