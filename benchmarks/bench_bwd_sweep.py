@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:  # run by path from anywhere
 
 from kernels.selective_scan import triton_scan  # noqa: E402
 from kernels.selective_scan.reference import selective_scan_ref  # noqa: E402
+from kernels.selective_scan.triton_bwd_v2 import scan_bwd_v2_kernel  # noqa: E402
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 # Relative-error limits of the check: bf16 inputs/outputs on the GPU (as the gpu tests), fp32 in
@@ -169,6 +170,18 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
 
 
+def compiled_kernels(fn) -> dict[int, tuple]:
+    """{id: (registers, spills, warps)} of every compiled specialisation of a Triton kernel so far
+    (read from the JIT's per-device cache; empty where this Triton version keeps it elsewhere)."""
+    found = {}
+    for entry in (getattr(fn, "device_caches", None) or {}).values():
+        cache = entry[0] if isinstance(entry, tuple) else entry
+        for kernel in getattr(cache, "values", lambda: [])():
+            found[id(kernel)] = (getattr(kernel, "n_regs", None), getattr(kernel, "n_spills", None),
+                                 getattr(getattr(kernel, "metadata", None), "num_warps", None))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_bwd_sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -200,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
 
+    reg_lines = ["", "Backward kernels compiled for each variant (registers per thread, spilled bytes, warps):", ""]
     for var in variants():
         row = rows[var.name] = {"cfg": var.cfg}
+        before = compiled_kernels(scan_bwd_v2_kernel)
         triton_scan.CONFIG_OVERRIDE = var.cfg
         try:
             for label, invariant in (("check", False), ("check_inv", True)):
@@ -218,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         finally:
             triton_scan.CONFIG_OVERRIDE = None
+            new = [v for k, v in compiled_kernels(scan_bwd_v2_kernel).items() if k not in before]
+            reg_lines.append(f"- {var.name}: " + (", ".join(f"{r} regs / {sp} spilled / {w} warps" for r, sp, w in new)
+                                                    or "no new v2/v3 compile"))
 
     # v1, the fastest two unsegmented and the fastest two segmented v3 variants that passed both
     # checks, at the other lengths.
@@ -250,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = report(rows, finalists, seqlens, main_l, args, problem, size, dtype, time.perf_counter() - t0)
     lines += batch_report(rows, small, batches, batch_seqlens)
+    lines += reg_lines
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
