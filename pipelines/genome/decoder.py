@@ -68,10 +68,12 @@ class DecoderConfig:
     start_bonus: dict[str, float] | None = None
     # Genome-adaptive decoding (pipelines.genome.adaptive): learn the genome's coding and start
     # statistics from a first pass and decode again, adding them with these weights (per codon's
-    # dicodon log-odds; per start's codon + upstream log-odds). Only read by decode_genome.
+    # dicodon log-odds; per start's codon + upstream log-odds). Only read by decode_genome. The
+    # weights were chosen on non-test genomes with min_score 30 (benchmarks/RESULTS.md,
+    # "Genome-adaptive decoding (tuning genomes)"); the model's own log-odds keep weight 1.
     adaptive: bool = False
-    coding_weight: float = 1.0
-    start_weight: float = 1.0
+    coding_weight: float = 60.0
+    start_weight: float = 64.0
 
     def __post_init__(self):
         if self.min_length < 6:
