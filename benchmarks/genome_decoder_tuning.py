@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipelines.data.alphabet import tokenize  # noqa: E402
+from pipelines.data.errors import InputError  # noqa: E402
 from pipelines.genome.adaptive import decode_genome  # noqa: E402
 from pipelines.genome.annotation import read_annotation  # noqa: E402
 from pipelines.genome.decoder import DecoderConfig  # noqa: E402
@@ -263,16 +264,20 @@ def main() -> int:
     m.add_argument("--settings", default="{}", help="JSON object of adaptive settings")
     m.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if args.cmd == "probs":
-        compute_probs(args.package, args.genomes, args.cache)
-    elif args.cmd == "sweep":
-        sweep(args.cache, args.tune, args.out, args.grid, json.loads(args.base))
-    elif args.cmd == "timing":
-        timing(json.loads(args.settings), args.repeats)
-    elif args.cmd == "heldout":
-        heldout(args.package, SMOKE if args.smoke else args.genome, json.loads(args.settings), args.out)
-    else:
-        score(args.cache, args.genome, json.loads(args.settings))
+    try:
+        if args.cmd == "probs":
+            compute_probs(args.package, args.genomes, args.cache)
+        elif args.cmd == "sweep":
+            sweep(args.cache, args.tune, args.out, args.grid, json.loads(args.base))
+        elif args.cmd == "timing":
+            timing(json.loads(args.settings), args.repeats)
+        elif args.cmd == "heldout":
+            heldout(args.package, SMOKE if args.smoke else args.genome, json.loads(args.settings), args.out)
+        else:
+            score(args.cache, args.genome, json.loads(args.settings))
+    except (InputError, ValueError, TypeError) as err:  # bad settings JSON, a missing genome or package
+        print(f"genome_decoder_tuning: {err} (data folder: {_data_root()}; set SEQMAMBA_DATA)", file=sys.stderr)
+        return 2
     return 0
 
 
