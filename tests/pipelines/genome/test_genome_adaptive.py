@@ -257,3 +257,16 @@ def test_a_gene_with_no_stop_upstream_in_its_frame_is_learned_from():
     seq = "CAT" + gene + "GGATCC"  # nothing upstream of the start but one sense codon
     stats = learn_statistics([(seq, [CDS("s", ((3, 3 + len(gene), 1),))])])
     assert stats.genes == 1 and np.isfinite(stats.rbs).all() and stats.start_codon[_codon_id("ATG")] != 0
+
+
+def test_circular_genome_keeps_its_gene_across_the_origin():
+    seq, cds = synthetic_genome(n_genes=30, seed=11)
+    probs = noisy_model(seq, cds, seed=11, missed=0.0)
+    ((a, b, strand),) = cds[10].parts
+    cut = (a + b) // 2  # the origin moved into gene 10
+    rotated, rotated_probs = seq[cut:] + seq[:cut], np.concatenate([probs[cut:], probs[:cut]])
+    n = len(seq)
+    (calls,) = decode_genome([("c", rotated, rotated_probs, True)], config=ADAPTIVE)
+    split = [c for c in calls if len(c.parts) == 2]
+    assert len(split) == 1 and split[0].strand == strand
+    assert {(p[0], p[1]) for p in split[0].parts} == {(a - cut + n, n), (0, b - cut)}
