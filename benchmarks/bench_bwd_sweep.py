@@ -11,9 +11,9 @@ B/C (batch, 1, dstate, seqlen)), and a second with time-invariant B/C plus initi
 loss on the last state; then the median of ``triton.testing.do_bench`` of forward and of
 forward+backward at issue 3's size (batch 8, dim 1536, dstate 16, bf16, random data) at seqlen 4k
 for every variant, and at 1k/16k/64k for v1, the fastest two unsegmented v3 variants and the fastest two
-segmented ones; then, at batch 1 and 2 (a grid that fills fewer warps per SM), the default launch
-against its segmented variants at 4k and 16k. One variant failing (compile error, wrong gradients)
-is reported and the sweep goes on. Under four minutes on an H200.
+segmented ones; then, at batch 1, 2 and 4 (a grid that fills fewer warps per SM), the one-warp launch
+with each segment count at 4k and 16k, beside the count ``triton_scan.backward_segments`` picks.
+One variant failing (compile error, wrong gradients) is reported and the sweep goes on. Under four minutes on an H200.
 
 ``--smoke`` (CPU, ``TRITON_INTERPRET=1``): tiny sizes, float32, no do_bench; checks that the
 script runs end to end.
@@ -51,37 +51,28 @@ class Variant:
     cfg: triton_scan.ScanConfig
 
 
-DEFAULT_NAME = "v3 16:2:32 (default)"
+DEFAULT_NAME = "v3 16:1:16 seg 2 (default at batch 8)"
 
 
 def variants() -> list[Variant]:
-    """v1 (the old default) and today's default (v3 16:2:32) as baselines, v3 8:1:16 and 16:1:16 as
-    the baselines of their segmented forms, then sequence-parallel segments (K4): the forward keeps
-    its measured-best 16 channels x 1 warp. Left out after the offline sm_90 compile
-    (benchmarks/NOTES.md, K1 and K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack),
-    8:1:32 (time over all lanes), 32:1:8; v3 16:2:16. Left out after H200 sweep 2 (slower than the
-    default there): every v2 launch, v3 16:2:32 partials, 16:4:32, 16:4:64."""
+    """v1 (the first default) and v3 16:2:32 (round 3's default) as baselines, then the one-warp
+    16-channel launch (v3 16:1:16) with 1-8 sequence segments: with two segments it is the GPU
+    default at this batch (round 4, `results/h200_bwd_sweep3.md`), chosen per problem by
+    ``triton_scan.backward_segments``. Left out after the offline sm_90 compile (benchmarks/NOTES.md,
+    K1 and K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack), 8:1:32, 32:1:8; v3
+    16:2:16. Left out after H200 sweeps 2 and 3 (slower there): every v2 launch, partials, 16:4:32,
+    16:4:64, 16:2:32 with segments, 8:1:16 with segments, fast softplus, a 128-register cap."""
     out = [Variant("v1 bwd_block_d 4", triton_scan.ScanConfig(16, 16, 1))]
     # (kernel, block_d, warps, backward chunk, segments): the forward keeps chunk 16 (the first H200
     # sweep: a chunk-32 forward took 13 ms at 4k instead of 0.79); a longer backward chunk reads
     # every second stored state (bwd_chunk_factor).
-    launches = [("v3", 16, 2, 32, 1), ("v3", 8, 1, 16, 1), ("v3", 16, 1, 16, 1),
-                ("v3", 16, 2, 32, 2), ("v3", 16, 2, 32, 4), ("v3", 16, 2, 32, 8),
-                ("v3", 8, 1, 16, 2), ("v3", 8, 1, 16, 4), ("v3", 16, 1, 16, 2)]
+    launches = [("v3", 16, 2, 32, 1), ("v3", 16, 1, 16, 1), ("v3", 16, 1, 16, 2), ("v3", 16, 1, 16, 3),
+                ("v3", 16, 1, 16, 4), ("v3", 16, 1, 16, 8)]
     for kernel, block_d, warps, chunk, segments in launches:
         cfg = triton_scan.ScanConfig(16, 16, 1, bwd_kernel=kernel, bwd_block_d=block_d, bwd_num_warps=warps,
                                      bwd_chunk_factor=chunk // 16, bwd_segments=segments)
         name = f"{kernel} {block_d}:{warps}:{chunk}{f' seg {segments}' if segments > 1 else ''}"
-        out.append(Variant(DEFAULT_NAME if name == "v3 16:2:32" else name, cfg))
-    # Softplus (and its derivative) on the FMA pipe instead of the MUFU, forward and backward.
-    default = next(v.cfg for v in out if v.name == DEFAULT_NAME)
-    out.append(Variant("v3 16:2:32 fast softplus", dataclasses.replace(default, fast_softplus=True)))
-    # Register cap (lead, after K4's count of 168 registers for 16:2:32, which allows 6 programs per
-    # SM where batch 8 already brings 5.8): 128 allows 8, so more resident warps only with more
-    # programs than the batch-8 grid has, i.e. together with segments.
-    for segments in (1, 2, 4):
-        name = f"v3 16:2:32{f' seg {segments}' if segments > 1 else ''} r128"
-        out.append(Variant(name, dataclasses.replace(default, bwd_segments=segments, bwd_maxnreg=128)))
+        out.append(Variant(DEFAULT_NAME if name == "v3 16:1:16 seg 2" else name, cfg))
     return out
 
 
@@ -189,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CPU interpreter, tiny sizes, no timing")
     parser.add_argument("--rep", type=int, default=100, help="do_bench measuring time per timing, ms")
     parser.add_argument("--seqlens", default="1024,16384,65536", help="further seqlens for the best variants")
-    parser.add_argument("--batches", default="1,2", help="smaller batches for the default against its segments")
+    parser.add_argument("--batches", default="1,2,4", help="smaller batches for the default against its segments")
     parser.add_argument("--batch-seqlens", default="4096,16384", help="seqlens of the smaller-batch table")
     args = parser.parse_args(argv)
 
@@ -256,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             _bench_into(rows[name], seqlen, name, dict(size, seqlen=seqlen), args.rep, device, t0)
 
     # Smaller batches: the default launch against its own segmented forms, at a few lengths.
-    small = [n for n in rows if n == DEFAULT_NAME or n.startswith("v3 16:2:32 seg")]
+    small = [n for n in rows if n == DEFAULT_NAME or n.startswith("v3 16:1:16")]
     batches = [int(b) for b in args.batches.split(",") if b]
     batch_seqlens = [int(s) for s in args.batch_seqlens.split(",") if s]
     for batch in batches:
@@ -268,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = report(rows, finalists, seqlens, main_l, args, problem, size, dtype, time.perf_counter() - t0)
     lines += batch_report(rows, small, batches, batch_seqlens)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else 132
+    lines += ["", f"Segments the default picks (`backward_segments`, {sms} SMs, dim {size['dim']}): " + ", ".join(
+        f"batch {b}: {triton_scan.backward_segments(b, size['dim'], 16, sms)}" for b in [*batches, size["batch"]])]
     lines += reg_lines
     text = "\n".join(lines) + "\n"
     print(text)

@@ -90,18 +90,55 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2) -> ScanConfig:
+# Backward programs an H100/H200 SM holds at once with the default launch: one-warp programs of
+# ~168 registers per thread (v3, 16 channels; `results/h200_bwd_sweep3.md`), 12 by the register file
+# (65,536 / (32 x 168)).
+BWD_PROGRAMS_PER_SM = 12
+MAX_BWD_SEGMENTS = 8
+
+
+def backward_segments(batch: int, dim: int, block_d: int, sm_count: int | None,
+                      programs_per_sm: int = BWD_PROGRAMS_PER_SM, max_segments: int = MAX_BWD_SEGMENTS) -> int:
+    """Sequence segments of the backward: as many as keep every SM's resident programs busy.
+
+    The backward's grid is (dim / block_d, batch, segments). Round 4 on the H200 measured it
+    occupancy-bound: at batch 8 and dim 1536 (768 programs, 5.8 per SM) two segments filled the SMs'
+    12 one-warp slots and won (4.96 vs 5.52 ms forward+backward at 4k), and at batch 1 eight segments
+    made the backward 3-4x faster. More segments than slots only add pre-pass work."""
+    if not sm_count:
+        return 1
+    programs = max(1, batch * triton.cdiv(dim, block_d))
+    return max(1, min(max_segments, (programs_per_sm * sm_count) // programs))
+
+
+def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2, batch: int = 1,
+                   sm_count: int | None = None) -> ScanConfig:
     """Launch parameters for a problem size; small under the interpreter, where time is per element.
 
     On the GPU a chunk is two 16-byte loads (16 steps of bf16/fp16, 8 of fp32) held by two lanes,
     so the scan is a sequential fold in registers plus one shuffle level; one-warp programs of 16
-    channels measured fastest on the H200 (benchmarks/NOTES.md). The backward is "v3" in programs of
-    16 channels x 2 warps over chunks of two forward chunks: 5.52 ms forward+backward at issue 3's
-    4k size against 7.21 for "v1" (``benchmarks/results/h200_bwd_sweep2.md``)."""
+    channels measured fastest on the H200 (benchmarks/NOTES.md). The backward is "v3" in one-warp
+    programs of 16 channels over chunks of 16 steps, with the sequence split into segments by
+    :func:`backward_segments` (``sm_count``: the GPU's SMs; None: one segment): 4.96 ms
+    forward+backward at issue 3's 4k size against 7.16 for "v1" (``benchmarks/results/h200_bwd_sweep3.md``)."""
     if _interpreting():
         return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=16, num_warps=1)
-    return ScanConfig(block_d=16, chunk=32 // itemsize, num_warps=1, bwd_kernel="v3", bwd_block_d=16,
-                      bwd_num_warps=2, bwd_chunk_factor=2)
+    chunk = 32 // itemsize
+    return ScanConfig(block_d=16, chunk=chunk, num_warps=1, bwd_kernel="v3", bwd_block_d=16, bwd_num_warps=1,
+                      bwd_chunk_factor=max(1, 16 // chunk),
+                      bwd_segments=backward_segments(batch, dim, 16, sm_count))
+
+
+def _sm_count(device: torch.device) -> int | None:
+    if device.type != "cuda" or _interpreting():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]
+
+
+_SM_COUNTS: dict[int, int] = {}
 
 
 # Tests and the benchmark override the choice through this hook (None: default_config).
@@ -261,7 +298,8 @@ class SelectiveScanTriton(torch.autograd.Function):
         # share B/C's strides: make everything contiguous (a no-op for the usual layouts).
         u, delta, z, A, B, C, D, delta_bias, initial_state = (
             t.contiguous() if t is not None else None for t in (u, delta, z, A, B, C, D, delta_bias, initial_state))
-        cfg = CONFIG_OVERRIDE or default_config(u.shape[1], u.shape[2], A.shape[1], u.element_size())
+        cfg = CONFIG_OVERRIDE or default_config(u.shape[1], u.shape[2], A.shape[1], u.element_size(),
+                                                batch=u.shape[0], sm_count=_sm_count(u.device))
         # B and C are read by every channel of their group: converting them once (small tensors,
         # (batch, ngroups, dstate, seqlen)) saves each thread a conversion per element, but fp32
         # rows double the registers the compiler hoists for them (a configuration choice).

@@ -78,6 +78,25 @@ def test_v1_takes_no_register_cap():
         triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v1", bwd_maxnreg=128)
 
 
+@pytest.mark.parametrize("batch,dim,sms,want", [
+    (8, 1536, 132, 2),  # issue 3's size: 768 programs fill half of 132 SMs x 12 slots
+    (1, 1536, 132, 8),  # 96 programs: as many segments as allowed
+    (4, 1536, 132, 4),
+    (64, 1536, 132, 1),  # the grid alone fills the SMs
+    (8, 1536, None, 1),  # no GPU to size for
+])
+def test_backward_segments_fill_the_resident_program_slots(batch, dim, sms, want):
+    assert triton_scan.backward_segments(batch, dim, 16, sms) == want
+
+
+def test_gpu_default_launch_is_the_one_warp_v3_with_segments_by_batch(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    cfg = triton_scan.default_config(1536, 4096, 16, 2, batch=8, sm_count=132)
+    assert (cfg.bwd_kernel, cfg.bwd_block_d, cfg.bwd_num_warps, cfg.chunk * cfg.bwd_chunk_factor) == ("v3", 16, 1, 16)
+    assert cfg.bwd_segments == 2
+    assert triton_scan.default_config(1536, 4096, 16, 4, batch=8).bwd_segments == 1  # fp32, SMs unknown
+
+
 def test_v1_has_no_segments():
     with pytest.raises(ValueError, match="bwd_segments.*v1"):
         triton_scan.ScanConfig(16, 16, 1, bwd_kernel="v1", bwd_segments=2)
