@@ -56,6 +56,9 @@ class ForecasterConfig(BackboneConfig):
     patch_stride: int | None = None  # steps between consecutive tokens; None: patch_len (no overlap)
     head: Literal["last", "flatten"] = "last"  # read the last token, or every token of the input_len window
     linear_skip: bool = False  # add a per-series linear map of the normalised history
+    # The linear map's starting point: "repeat_last" (the last value for every step, the random-walk
+    # forecast that is hard to beat on exchange rates) or "random" (nn.Linear's default, as DLinear).
+    linear_init: Literal["repeat_last", "random"] = "repeat_last"
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,6 +79,8 @@ class ForecasterConfig(BackboneConfig):
             raise ValueError(f"patch_stride must be between 1 and patch_len={self.patch_len}, got {self.patch_stride}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.linear_init not in ("repeat_last", "random"):
+            raise ValueError(f"linear_init must be 'repeat_last' or 'random', got {self.linear_init!r}")
 
     @property
     def stride(self) -> int:
@@ -117,7 +122,7 @@ class MambaForecaster(PackagedModel):
                  bidirectional: bool = False, weight_sharing: Literal["shared", "separate"] = "shared",
                  norm_eps: float = 1e-5, checkpointing: bool = False, dropout: float = 0.0,
                  patch_len: int = 1, patch_stride: int | None = None, head: Literal["last", "flatten"] = "last",
-                 linear_skip: bool = False):
+                 linear_skip: bool = False, linear_init: Literal["repeat_last", "random"] = "repeat_last"):
         super().__init__()
         self.config = cfg = ForecasterConfig(
             d_model=d_model, n_layer=n_layer, d_state=d_state, d_conv=d_conv, expand=expand,
@@ -126,7 +131,8 @@ class MambaForecaster(PackagedModel):
             quantiles=tuple(quantiles),
             channel_mixing=channel_mixing, n_channels=n_channels,
             channel_names=None if channel_names is None else tuple(channel_names), revin=revin,
-            patch_len=patch_len, patch_stride=patch_stride, head=head, linear_skip=linear_skip)
+            patch_len=patch_len, patch_stride=patch_stride, head=head, linear_skip=linear_skip,
+            linear_init=linear_init)
         width = cfg.n_channels if channel_mixing else 1  # series read together
         outputs = horizon * width * (1 + len(cfg.quantiles))  # point + quantiles
         self.embedding = nn.Linear(width * patch_len, d_model)
@@ -136,6 +142,8 @@ class MambaForecaster(PackagedModel):
         if linear_skip:
             # One map for every series (channel-independent even with channel_mixing, as DLinear).
             self.linear = nn.Linear(input_len, horizon * (1 + len(cfg.quantiles)))
+            if linear_init == "repeat_last":
+                repeat_last_(self.linear, horizon, cfg.quantiles)
             # The Mamba branch starts silent: at initialisation the model is the linear forecaster.
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -197,3 +205,16 @@ class MambaForecaster(PackagedModel):
 
     def package_fields(self) -> dict:
         return forecast_package_fields(self.config)
+
+
+def repeat_last_(linear: nn.Linear, horizon: int, levels: tuple[float, ...]) -> None:
+    """Set ``linear`` (input_len -> horizon * (1 + q)) to forecast the last value at every step: the point
+    and the median-anchored quantile read the last input with weight 1; the other quantiles start at
+    softplus(0) = 0.69 normalised units from it (see ``monotone_quantiles``)."""
+    anchor = min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+        weight = linear.weight.view(horizon, 1 + len(levels), -1)  # (horizon, 1 + q, input_len)
+        weight[:, 0, -1] = 1.0
+        weight[:, 1 + anchor, -1] = 1.0

@@ -103,8 +103,9 @@ def test_whole_window_readers_take_input_len_steps_and_read_padding_as_the_first
     torch.testing.assert_close(got.quantiles, want.quantiles, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{}, {"patch_len": 4, "patch_stride": 2, "head": "flatten"}],
-                         ids=["per-step", "patch-flatten"])
+@pytest.mark.parametrize("options", [{"linear_init": "random"},
+                                     {"patch_len": 4, "patch_stride": 2, "head": "flatten", "linear_init": "random"},
+                                     {"patch_len": 4}], ids=["per-step-random", "patch-flatten-random", "repeat-last"])
 def test_at_initialisation_the_linear_path_alone_makes_the_forecast(options):
     torch.manual_seed(6)
     model = MambaForecaster(input_len=LEN, horizon=HORIZON, linear_skip=True, **TINY, **options).double()
@@ -117,6 +118,23 @@ def test_at_initialisation_the_linear_path_alone_makes_the_forecast(options):
     torch.testing.assert_close(out.point, raw[..., 0] * std + mean, rtol=1e-12, atol=1e-12)
     expected_q = monotone_quantiles(raw[..., 1:], model.config.quantiles) * std[..., None] + mean[..., None]
     torch.testing.assert_close(out.quantiles, expected_q, rtol=1e-12, atol=1e-12)
+
+
+def test_the_linear_path_starts_by_repeating_the_last_value_unless_asked_for_a_random_start():
+    x = series(channels=4, seed=17)
+    out = make(linear_skip=True, patch_len=4)  # make() gives the Mamba branch random output weights
+    with torch.no_grad():
+        out.head.weight.zero_()
+        out.head.bias.zero_()
+        forecast = out(x)
+    last = x[:, -1:, :].expand(2, HORIZON, 4)  # (batch, horizon, channels)
+    torch.testing.assert_close(forecast.point, last, rtol=1e-6, atol=1e-5)
+    anchor = forecast.quantiles[..., 1]  # the level nearest 0.5 of (0.1, 0.5, 0.9)
+    torch.testing.assert_close(anchor, last, rtol=1e-6, atol=1e-5)
+    assert bool((forecast.quantiles[..., 0] < last).all()) and bool((forecast.quantiles[..., 2] > last).all())
+    torch.manual_seed(0)
+    random = MambaForecaster(input_len=LEN, horizon=HORIZON, linear_skip=True, linear_init="random", **TINY)
+    assert not torch.allclose(random(x).point, last, atol=1e-2)
 
 
 def test_the_silent_mamba_branch_still_learns():
@@ -172,7 +190,7 @@ def test_package_round_trip_keeps_the_options_and_the_forecasts(name, tmp_path):
 def test_configs_written_before_the_options_load_as_the_original_model():
     old = {"d_model": 8, "n_layer": 1, "input_len": 12, "horizon": 2, "quantiles": [0.5], "revin": True}
     cfg = ForecasterConfig.from_dict(old)
-    assert (cfg.patch_len, cfg.stride, cfg.head, cfg.linear_skip) == (1, 1, "last", False)
+    assert (cfg.patch_len, cfg.stride, cfg.head, cfg.linear_skip) == (1, 1, "last", False)  # the original model
     shapes = {k: v.shape for k, v in MambaForecaster.from_config(cfg).state_dict().items()}
     assert shapes == {k: v.shape for k, v in MambaForecaster(**old).state_dict().items()}
 
@@ -183,6 +201,7 @@ def test_configs_written_before_the_options_load_as_the_original_model():
     ({"patch_len": 4, "patch_stride": 0}, "patch_stride must be between 1 and patch_len=4, got 0"),
     ({"patch_len": 4, "patch_stride": 5}, "patch_stride must be between 1 and patch_len=4, got 5"),
     ({"head": "mean"}, "head must be one of"),
+    ({"linear_init": "zeros"}, "linear_init must be 'repeat_last' or 'random', got 'zeros'"),
 ])
 def test_bad_option_values_are_refused_naming_the_option(options, message):
     with pytest.raises(ValueError, match=message):
