@@ -12,7 +12,8 @@ original model, weight for weight):
   the last one only;
 - a linear path (``linear_skip``, the RLinear/DLinear idea): a per-series linear map of the
   normalised history plus the Mamba branch, whose output layer starts at zero, so training starts
-  from the linear forecaster and the Mamba learns what the linear map misses.
+  from the linear forecaster (by default one that repeats the last value, ``linear_init``) and the
+  Mamba learns what the linear map misses.
 """
 
 from __future__ import annotations
