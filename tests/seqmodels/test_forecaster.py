@@ -215,3 +215,26 @@ def test_bad_option_types_in_a_package_config_are_refused_naming_the_field():
         ForecasterConfig.from_dict({"head": "middle"})
     with pytest.raises(ValueError, match=r"config\.patch_stride"):
         ForecasterConfig.from_dict({"patch_len": 4, "patch_stride": 2.5})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the Triton kernels)")
+def test_patch_and_linear_forecaster_on_cuda_matches_the_cpu_path_and_keeps_the_padding_contract():
+    torch.manual_seed(18)
+    options = {"input_len": 96, "horizon": 24, "patch_len": 16, "patch_stride": 8, "d_model": 64}
+    cpu = MambaForecaster(**options, linear_skip=True)
+    with torch.no_grad():
+        cpu.head.weight.normal_(0, 0.05)  # a Mamba branch that contributes
+    gpu = MambaForecaster(**options, linear_skip=True).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    x = series(batch=4, seqlen=96, channels=7, seed=19)
+    torch.testing.assert_close(gpu(x.cuda()).point.cpu(), cpu(x).point, rtol=1e-3, atol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = gpu(x.cuda())
+    assert bool(torch.isfinite(out.quantiles).all()) and bool((out.quantiles.float().diff(dim=-1) > 0).all())
+    last = MambaForecaster(**options).cuda().eval()  # the last-token model: padded == unpadded, on the GPU too
+    mask = (torch.arange(96)[None] >= torch.tensor([[0], [21]])).cuda()
+    padded = torch.where(mask[..., None], x[:2].cuda(), torch.tensor(float("nan"), device="cuda"))
+    with torch.no_grad():
+        got, want = last(padded, mask), last(x[1:2, 21:].cuda())
+    torch.testing.assert_close(got.point[1:], want.point, rtol=1e-3, atol=1e-3)
