@@ -28,8 +28,8 @@ ON_GPU = torch.cuda.is_available()
 def bwd_kernel(request, monkeypatch):
     """Run the test with each backward kernel (the default launch parameters otherwise)."""
     default = triton_scan.default_config
-    # v1 has its own launch (4-channel one-warp programs, the forward's chunk).
-    v1 = dict(bwd_block_d=4, bwd_num_warps=1, bwd_chunk_factor=1) if request.param == "v1" else {}
+    # v1 has its own launch (4-channel one-warp programs, the forward's chunk, no segments).
+    v1 = dict(bwd_block_d=4, bwd_num_warps=1, bwd_chunk_factor=1, bwd_segments=1) if request.param == "v1" else {}
     monkeypatch.setattr(triton_scan, "default_config",
                         lambda *a, **kw: dataclasses.replace(default(*a, **kw), bwd_kernel=request.param, **v1))
     return request.param
