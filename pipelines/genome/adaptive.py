@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS
-from pipelines.genome.decoder import _BASE_INDEX, _COMPLEMENT, DecoderConfig, _codons, codon_tables, decode
+from pipelines.genome.decoder import DecoderConfig, base_ids, codon_ids, codon_in, codon_tables, decode, strands
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ def _hexamers(codons: np.ndarray) -> np.ndarray:
         a, b = codons[:-3].astype(np.int32), codons[3:].astype(np.int32)
         hex_[:-3] = np.where((a >= 0) & (b >= 0), 64 * a + b, -1)
     return hex_
-
-
-def _strands(text: str) -> tuple[bytes, bytes]:
-    fwd = text.upper().encode("ascii")
-    return fwd, fwd.translate(_COMPLEMENT)[::-1]
 
 
 def _window_bases(bases: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -86,18 +82,23 @@ class StatisticsCounts:
     genes: int = 0
 
     def add(self, text: str, calls: list[CDS]) -> None:
-        """Count one sequence (upper-case ACGTN ``text``) and its calls (forward coordinates)."""
+        """Count one sequence ``text`` (ACGTN, any case) and its calls (forward coordinates).
+
+        Raises ``InputError`` naming the call when one lies outside the sequence."""
         is_start, is_stop = codon_tables(self.transl_table, self.start_codons)
         n = len(text)
         genes_by_strand: dict[int, list[tuple[int, int]]] = {1: [], -1: []}
         for c in calls:
+            if any(not 0 <= a < b <= n for a, b, _ in c.parts):
+                raise InputError(f"call {c.id or '(no id)'} at {list(c.parts)} lies outside its sequence of {n:,} bp",
+                                 record=repr(c.seqid))
             # Calls across the origin (two parts) and partial ones are left out: a handful at most.
             if c.partial5 or c.partial3 or len(c.parts) != 1 or c.length < TRAINING_MIN_LENGTH:
                 continue
             ((a, b, strand),) = c.parts
             genes_by_strand[strand].append((a, b) if strand == 1 else (n - b, n - a))  # strand coordinates
-        for strand, seq in zip((1, -1), _strands(text)):
-            codons = _codons(seq)  # (n,)
+        for strand, seq in zip((1, -1), strands(text)):
+            codons = codon_ids(seq)  # (n,)
             hexes = _hexamers(codons)  # (n,)
             self.background_hexamers += np.bincount(hexes[hexes >= 0], minlength=4096)
             genes = genes_by_strand[strand]
@@ -113,11 +114,15 @@ class StatisticsCounts:
             self.genes += len(genes)
 
     def _add_starts(self, seq: bytes, codons, is_start, is_stop, s: np.ndarray, e: np.ndarray) -> None:
-        """Start codon and upstream bases of each gene's chosen start and of its ORF's other starts."""
-        valid = codons >= 0
-        positions = np.arange(codons.size)
-        start_pos = positions[valid & is_start[np.where(valid, codons, 0)]]
-        stop_pos = positions[valid & is_stop[np.where(valid, codons, 0)]]
+        """Start codon and upstream bases of each gene's chosen start and of its ORF's other starts.
+
+        Genes that do not begin at one of the table's start codons (possible in calls that did not
+        come from the decoder, e.g. a reference annotation's ATT or NTG) teach the coding table only:
+        the start model scores a choice among start codons."""
+        ok = codon_in(codons[s], is_start)
+        s, e = s[ok], e[ok]
+        start_pos = np.flatnonzero(codon_in(codons, is_start))
+        stop_pos = np.flatnonzero(codon_in(codons, is_stop))
         alternatives = []
         for f in range(3):
             stops_f, starts_f = stop_pos[stop_pos % 3 == f], start_pos[start_pos % 3 == f]
@@ -132,7 +137,7 @@ class StatisticsCounts:
                                                                                  side="right")]
                 alternatives.append(cand[cand != s[g]])
         alt = np.concatenate(alternatives) if alternatives else np.zeros(0, dtype=int)
-        bases = _BASE_INDEX[np.frombuffer(seq, dtype=np.uint8)]
+        bases = base_ids(seq)
         for row, where in ((0, s), (1, alt)):
             self.start_codon_counts[row] += np.bincount(codons[where], minlength=64)
             self.upstream_counts[row] += _count_windows(_window_bases(bases, where))
@@ -185,17 +190,16 @@ class GenomeStatistics:
           elsewhere. ``tables`` = (is_start, is_stop) over codon ids (:func:`codon_tables`).
         """
         is_start, is_stop = tables
-        codons = _codons(seq)  # (n,)
+        codons = codon_ids(seq)  # (n,)
         hexes = _hexamers(codons)  # (n,) hexamer starting at each position
         codon = np.zeros(len(seq), dtype=np.float32)
         if len(seq) > 3:
             h = hexes[:-3]
             codon[3:] = np.where(h >= 0, self.coding[np.maximum(h, 0)], 0.0)
-        valid = codons >= 0
-        codon[valid & is_stop[np.where(valid, codons, 0)]] = 0.0
+        codon[codon_in(codons, is_stop)] = 0.0
         start = np.zeros(len(seq), dtype=np.float32)
-        where = np.flatnonzero(valid & is_start[np.where(valid, codons, 0)])
-        windows = _window_bases(_BASE_INDEX[np.frombuffer(seq, dtype=np.uint8)], where)  # (k, RBS_WINDOW)
+        where = np.flatnonzero(codon_in(codons, is_start))
+        windows = _window_bases(base_ids(seq), where)  # (k, RBS_WINDOW)
         rbs = np.where(windows >= 0, self.rbs[np.arange(RBS_WINDOW), np.maximum(windows, 0)], 0.0).sum(1)
         start[where] = self.start_codon[codons[where]] + rbs
         return codon, start

@@ -139,14 +139,32 @@ def codon_tables(transl_table: int, start_codons=DEFAULT_STARTS) -> tuple[np.nda
     return is_start, is_stop
 
 
-def _codons(seq: bytes) -> np.ndarray:
+def base_ids(seq: bytes) -> np.ndarray:
+    """(n,) base ids A=0, C=1, G=2, T=3 of upper-case ``seq``; -1 at any other byte (N)."""
+    return _BASE_INDEX[np.frombuffer(seq, dtype=np.uint8)]
+
+
+def codon_ids(seq: bytes) -> np.ndarray:
     """Codon id starting at each base, -1 where the codon is incomplete or holds a non-ACGT base; (n,)."""
-    b = _BASE_INDEX[np.frombuffer(seq, dtype=np.uint8)]
+    b = base_ids(seq)
     ids = np.full(len(seq), -1, dtype=np.int16)
     if len(seq) >= 3:
         ids[:-2] = 16 * b[:-2] + 4 * b[1:-1] + b[2:]
         ids[:-2][(b[:-2] < 0) | (b[1:-1] < 0) | (b[2:] < 0)] = -1
     return ids
+
+
+def codon_in(codons: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(n,) codon ids (-1: none) -> (n,) bool: the codon is one ``table`` (64,) marks (never where -1)."""
+    valid = codons >= 0
+    return valid & table[np.where(valid, codons, 0)]
+
+
+def strands(seq: str) -> tuple[bytes, bytes]:
+    """(forward, reverse complement) of ``seq`` as upper-case bytes; strand coordinate x of the
+    reverse is forward coordinate len(seq) - 1 - x."""
+    fwd = seq.upper().encode("ascii")
+    return fwd, fwd.translate(_COMPLEMENT)[::-1]
 
 
 def _logits(p: np.ndarray, eps: float) -> np.ndarray:
@@ -181,7 +199,7 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
         logit = logit[wrap]  # (n_ext, 3)
     else:
         ext = seq
-    codons = _codons(ext)
+    codons = codon_ids(ext)
     scores = _frame_scores(logit)  # (n_ext, 3), frames relative to extended coordinates
     start_extra = np.zeros(len(ext), dtype=np.float32)  # (n_ext,) added to an ORF by its start codon
     if statistics is not None:
@@ -196,15 +214,14 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
         cum = np.concatenate([[0.0], np.cumsum(scores[:, f], dtype=np.float64)])
         pos = np.arange(f, len(ext) - 2, 3)
         ids = codons[pos]
-        valid = ids >= 0
-        ends = pos[valid & is_stop[np.where(valid, ids, 0)]] + 3
+        ends = pos[codon_in(ids, is_stop)] + 3
         partial3 = np.zeros(ends.size, dtype=bool)
         last = f + 3 * ((len(ext) - f) // 3)  # end of the last whole codon in this frame
         if edges and (ends.size == 0 or ends[-1] < last):
             ends, partial3 = np.append(ends, last), np.append(partial3, True)
         if ends.size == 0:
             continue
-        starts = pos[valid & is_start[np.where(valid, ids, 0)]]
+        starts = pos[codon_in(ids, is_start)]
         partial5 = np.zeros(starts.size, dtype=bool)
         if edges and not (starts.size and starts[0] == f):
             starts, partial5 = np.insert(starts, 0, f), np.insert(partial5, 0, True)
@@ -265,9 +282,9 @@ def decode(
         raise InputError(f"probs for {seqid}: values must be finite probabilities in [0, 1]")
     tables = codon_tables(transl_table, cfg.start_codons)
     n = len(seq)
-    fwd = seq.upper().encode("ascii")
+    fwd, rev = strands(seq)
     candidates = []
-    for strand, strand_seq, p in ((1, fwd, probs[:, 0]), (-1, fwd.translate(_COMPLEMENT)[::-1], probs[::-1, 1])):
+    for strand, strand_seq, p in ((1, fwd, probs[:, 0]), (-1, rev, probs[::-1, 1])):
         for parts, score, p5, p3 in _strand_orfs(strand_seq, p, circular, cfg, tables, statistics):
             if strand == 1:
                 fparts = tuple((a, b, 1) for a, b in parts)

@@ -22,7 +22,7 @@ from pipelines.genome.annotation import CDS
 from pipelines.genome.decoder import (
     PACKAGE_SETTINGS,
     DecoderConfig,
-    _codons,
+    codon_ids,
     codon_tables,
     decode,
     decoder_for_package,
@@ -148,7 +148,7 @@ def test_strand_scores_match_a_float64_reference():
     stats = learn_statistics([(seq, cds)])
     codon, start = _scores_along(seq, stats)
     is_start, is_stop = codon_tables(11)
-    ids = _codons(seq.encode())
+    ids = codon_ids(seq.encode())
     rng = np.random.default_rng(0)
     for k in rng.choice(np.arange(3, len(seq) - 3), size=300, replace=False):
         c1, c2 = ids[k - 3], ids[k]
@@ -270,3 +270,30 @@ def test_circular_genome_keeps_its_gene_across_the_origin():
     split = [c for c in calls if len(c.parts) == 2]
     assert len(split) == 1 and split[0].strand == strand
     assert {(p[0], p[1]) for p in split[0].parts} == {(a - cut + n, n), (0, b - cut)}
+
+
+def test_calls_outside_their_sequence_are_refused_naming_the_record_and_call():
+    seq = "ATG" + "GCT" * 120 + "TAA"
+    bad = CDS("chr2", ((300, len(seq) + 30, 1),), id="chr2_7")
+    with pytest.raises(InputError, match=r"record 'chr2'.*call chr2_7 at \[\(300, 396, 1\)\] lies outside its "
+                                         r"sequence of 366 bp"):
+        learn_statistics([(seq, [bad])])
+
+
+def test_a_gene_not_starting_at_a_start_codon_teaches_the_coding_table_only():
+    """Calls from elsewhere (a reference annotation) may start at ATT or at a codon holding an N: they
+    count as coding sequence, but the start model, a choice among start codons, ignores them."""
+    rng = np.random.default_rng(12)
+    body = "".join(rng.choice(SENSE, size=120)) + "TAA"
+    upstream = "".join(rng.choice(list("ACGT"), size=30))
+    for start in ("ATT", "ANG", "atg"):
+        seq = upstream + start + body
+        stats = learn_statistics([(seq, [CDS("s", ((30, len(seq), 1),))])])
+        nothing = learn_statistics([(seq, [])])
+        assert stats.genes == 1
+        assert not np.array_equal(stats.coding, nothing.coding)  # the gene's codons were counted
+        if start == "atg":  # lower case reads as ATG: a start the model learns from
+            assert stats.start_codon[_codon_id("ATG")] > 0 and np.abs(stats.rbs).sum() > 0
+        else:
+            np.testing.assert_array_equal(stats.start_codon, nothing.start_codon)
+            np.testing.assert_array_equal(stats.rbs, nothing.rbs)
