@@ -23,10 +23,11 @@ from .._checks import scan_shapes
 from .triton_bwd import scan_bwd_kernel
 from .triton_bwd_seg import scan_bwd_seg_kernel
 from .triton_bwd_v2 import scan_bwd_v2_kernel
+from .triton_bwd_v4 import scan_bwd_v4_kernel
 from .triton_common import BC_GROUP_TILE, BC_INVARIANT, BC_PER_CHANNEL
 from .triton_fwd import scan_fwd_kernel
 
-BWD_KERNELS = ("v1", "v2", "v3")
+BWD_KERNELS = ("v1", "v2", "v3", "v4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,8 @@ class ScanConfig:
     its own channels per program; ``bwd_kernel`` picks "v1" (``triton_bwd.py``, always one warp),
     "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps) or "v3" (v2 with the forward storing the
     output before the gate when z is given and gradients are needed: one more (batch, dim, seqlen)
-    write in u's dtype, one recompute pass less). ``bwd_bc_partials`` (v2/v3): per-program dB / dC
+    write in u's dtype, one recompute pass less) or "v4" (``triton_bwd_v4.py``: v3's math with the
+    two in-chunk scans as in-lane folds, fewer live registers; even backward chunks). ``bwd_bc_partials`` (v2/v3): per-program dB / dC
     channel sums stored and summed by torch instead of atomics, where B / C are shared by every
     channel of a program (the Mamba block's layout). ``bwd_segments`` (v2/v3): the backward
     splits the sequence into at most this many segments of whole backward chunks, each walked
@@ -81,6 +83,9 @@ class ScanConfig:
                                 or self.bwd_kernel == "v1"):
             raise ValueError(f"ScanConfig.bwd_maxnreg must be None or an integer in [24, 255] for v2 / v3, "
                              f"got {cap!r} with bwd_kernel {self.bwd_kernel!r}")
+        if self.bwd_kernel == "v4" and (self.chunk * self.bwd_chunk_factor) % 2:
+            raise ValueError(f"ScanConfig: bwd_kernel 'v4' needs an even backward chunk (chunk x bwd_chunk_factor), "
+                             f"got {self.chunk} x {self.bwd_chunk_factor}")
         if self.fast_softplus and self.bwd_kernel == "v1":
             # v1's backward recomputes Δ with the MUFU softplus: it must match the forward's.
             raise ValueError("ScanConfig.fast_softplus needs bwd_kernel 'v2' or 'v3', got 'v1'")
@@ -94,6 +99,18 @@ def _interpreting() -> bool:
 # ~168 registers per thread (v3, 16 channels; `results/h200_bwd_sweep3.md`), 12 by the register file
 # (65,536 / (32 x 168)).
 BWD_PROGRAMS_PER_SM = 12
+
+
+def resident_programs(registers: int, num_warps: int = 1) -> int:
+    """Programs of ``num_warps`` warps at ``registers`` per thread that one H100/H200 SM holds at
+    once: the register file (65,536, allocated per warp in units of 256, i.e. per thread in units
+    of 8) bounded by 64 warps and 32 blocks per SM. The segment rule's ``programs_per_sm`` for a
+    launch whose register count is known (offline compile or the JIT's report); e.g. a one-warp
+    backward capped at 128 registers (v4 with ``bwd_maxnreg=128``): 16."""
+    if registers < 1 or num_warps < 1:
+        raise ValueError(f"resident_programs needs registers >= 1 and num_warps >= 1, got {registers}, {num_warps}")
+    per_warp = -(-registers // 8) * 8 * 32
+    return max(0, min(65536 // (per_warp * num_warps), 64 // num_warps, 32))
 MAX_BWD_SEGMENTS = 8
 
 
@@ -173,7 +190,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     # (batch, nchunks, dstate, dim): channels contiguous, so each state's store is coalesced
     ckpt = (torch.empty(batch, nchunks, dstate, dim, device=u.device, dtype=torch.float32)
             if save_ckpt else last)  # placeholder pointer when not stored
-    save_y = save_ckpt and z is not None and cfg.bwd_kernel == "v3"
+    save_y = save_ckpt and z is not None and cfg.bwd_kernel in ("v3", "v4")
     ypre = torch.empty_like(out) if save_y else None
     b_mode, b_dpg, b_str = _bc_layout(B, dim, cfg.block_d)
     c_mode, c_dpg, c_str = _bc_layout(C, dim, cfg.block_d)
@@ -267,18 +284,26 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delt
             du, ddelta, dz, dA, dB, dC, dD, dbias, dh0)
     common = dict(T=cfg.chunk * factor, B_MODE=b_mode, C_MODE=c_mode, HAS_DLAST=dlast is not None,
                   **_flags(D, z, delta_bias, delta_softplus))
-    if cfg.bwd_kernel in ("v2", "v3"):
+    if cfg.bwd_kernel in ("v2", "v3", "v4"):
         loc = dec = dA  # placeholder pointers when there is one segment
         if nseg > 1:
             loc, dec = _segment_summaries(delta, A, C, z, delta_bias, dout, delta_softplus, c_mode, c_dpg, c_str,
                                           nchunks, per_seg, nseg, cfg.chunk * factor, block_d, cfg.bwd_num_warps,
                                           cfg.fast_softplus)
         # The state index is a run-time loop: any dstate, no padding to a power of two.
-        scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, loc, dec, per_seg, nseg,
-                                 b_dpg, *b_str, c_dpg, *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps,
-                                 Y_SAVED=ypre is not None, BC_PARTIALS=partials, CKPT_EVERY=factor,
-                                 SEGMENTED=nseg > 1, FAST_SOFTPLUS=cfg.fast_softplus,
-                                 **({} if cfg.bwd_maxnreg is None else {"maxnreg": cfg.bwd_maxnreg}), **common)
+        cap = {} if cfg.bwd_maxnreg is None else {"maxnreg": cfg.bwd_maxnreg}
+        if cfg.bwd_kernel == "v4":
+            # ypre is None without z: v4 then never reads it (HAS_Z off).
+            scan_bwd_v4_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, loc, dec, per_seg, nseg,
+                                     b_dpg, *b_str, c_dpg, *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps,
+                                     BC_PARTIALS=partials, CKPT_EVERY=factor, SEGMENTED=nseg > 1,
+                                     FAST_SOFTPLUS=cfg.fast_softplus,
+                                     LOG2H=(cfg.chunk * factor // 2).bit_length() - 1, **cap, **common)
+        else:
+            scan_bwd_v2_kernel[grid](*args, ypre, dim, seqlen, dstate, nchunks, ckpt_chunks, loc, dec, per_seg, nseg,
+                                     b_dpg, *b_str, c_dpg, *c_str, BLOCK_D=block_d, num_warps=cfg.bwd_num_warps,
+                                     Y_SAVED=ypre is not None, BC_PARTIALS=partials, CKPT_EVERY=factor,
+                                     SEGMENTED=nseg > 1, FAST_SOFTPLUS=cfg.fast_softplus, **cap, **common)
     else:
         scan_bwd_kernel[grid[:2]](*args, dim, seqlen, dstate, nchunks, b_dpg, *b_str, c_dpg, *c_str,
                                   BLOCK_D=block_d, N=triton.next_power_of_2(dstate), num_warps=1, **common)

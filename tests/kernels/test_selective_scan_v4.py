@@ -1,0 +1,129 @@
+"""The "v4" backward of the Triton selective scan (``triton_bwd_v4.py``) against float64.
+
+v4 is v3's math with each in-chunk scan split into two sub-chunks folded in-lane; out and every
+gradient must equal the sequential reference's for every option (z, D, delta_bias, softplus on
+and off, each B / C layout, initial_state, a loss on the last state or not), with and without
+sequence segments, over chunk lengths whose sub-chunks are 1, 4 and 8 steps. CPU: Triton's
+interpreter, fp32; ``gpu``: bf16 at a size divisible like the timed one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import selective_scan_fn, selective_scan_ref
+
+triton_scan = pytest.importorskip("kernels.selective_scan.triton_scan")
+from test_selective_scan_triton import (  # noqa: E402
+    ON_GPU,
+    _vectorise_interpreter_scan,
+    assert_matches_reference,
+    make_inputs,
+    rel_err,
+    run,
+)
+
+
+@pytest.fixture(autouse=True)
+def triton_backend(monkeypatch):
+    """Route ``selective_scan_fn`` to the Triton kernels; vectorise the interpreter's scan."""
+    monkeypatch.setenv("SEQMAMBA_BACKEND", "triton")
+    if not ON_GPU:
+        _vectorise_interpreter_scan(monkeypatch)
+
+
+def use_v4(monkeypatch, **kw):
+    """Launch with the v4 backward at an interpreter-sized config (4 channels, chunk 8) and ``kw``."""
+    base = dict(block_d=4, chunk=8, num_warps=1, bwd_kernel="v4", bwd_block_d=4)
+    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(**{**base, **kw}))
+
+
+@pytest.mark.parametrize(
+    "shape,cfg",
+    [
+        # 5 chunks of 8 (sub-chunks of 4), the last partial; dim not a multiple of the block
+        ((2, 6, 37, 4, "shared", 1), {}),
+        # time-invariant B / C, dstate not a power of two, 3 segments
+        ((1, 8, 20, 3, "invariant", 1), dict(bwd_segments=3)),
+        # backward chunk of two forward chunks (16 steps, sub-chunks of 8, the GPU's), segments
+        ((2, 8, 75, 4, "grouped", 2), dict(bwd_segments=2, bwd_chunk_factor=2)),
+        # a channel block spanning groups (per-channel B / C), chunk 2 (sub-chunks of one step)
+        ((1, 6, 23, 4, "grouped", 3), dict(chunk=2)),
+        # dB / dC channel sums stored per program instead of atomics
+        ((1, 16, 45, 3, "grouped", 2), dict(bwd_segments=2, bwd_bc_partials=True)),
+    ],
+    ids=["shared-uneven", "invariant-segments", "chunk-16", "per-channel-chunk-2", "partials"],
+)
+def test_v4_matches_reference_with_every_option(monkeypatch, shape, cfg):
+    use_v4(monkeypatch, **cfg)
+    assert_matches_reference(make_inputs(*shape, seed=shape[2]), tol=5e-5)
+
+
+@pytest.mark.parametrize(
+    "omit,softplus",
+    [(("D", "z", "delta_bias", "initial_state"), False), (("z",), True), (("initial_state",), True)],
+)
+def test_v4_with_optional_arguments_off(monkeypatch, omit, softplus):
+    use_v4(monkeypatch, bwd_segments=2)
+    assert_matches_reference(make_inputs(2, 4, 39, 4, "grouped", 2, seed=9), omit=omit, softplus=softplus, tol=5e-5)
+
+
+def test_v4_without_a_loss_on_the_last_state(monkeypatch):
+    use_v4(monkeypatch, bwd_segments=2)
+    inputs = make_inputs(1, 4, 35, 4, seed=12)
+
+    def grads(fn, dtype):
+        leaves = {k: v.to(dtype).detach().requires_grad_() for k, v in inputs.items()}
+        out, _ = fn(*(leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")), True, True,
+                    initial_state=leaves["initial_state"])
+        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        (out.double() * cot).sum().backward()
+        return {k: v.grad for k, v in leaves.items()}
+
+    got, want = grads(selective_scan_fn, torch.float32), grads(selective_scan_ref, torch.float64)
+    for k in want:
+        assert rel_err(got[k], want[k]) < 5e-5, k
+
+
+def test_v4_equals_v3_to_rounding(monkeypatch):
+    # Same forward (v4 stores the pre-gate output as v3 does), same gradients up to fp32 rounding.
+    inputs = make_inputs(1, 4, 40, 4, "shared", seed=21)
+    results = []
+    for kernel in ("v3", "v4"):
+        monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(
+            4, 8, 1, bwd_kernel=kernel, bwd_block_d=4, bwd_segments=2))
+        results.append(run(inputs, selective_scan_fn))
+    (out3, last3, g3), (out4, last4, g4) = results
+    assert torch.equal(out3, out4) and torch.equal(last3, last4)
+    for k in g3:
+        assert rel_err(g4[k], g3[k]) < 2e-6, k
+
+
+def test_v4_needs_an_even_backward_chunk():
+    with pytest.raises(ValueError, match="v4.*even"):
+        triton_scan.ScanConfig(4, 1, 1, bwd_kernel="v4")
+
+
+@pytest.mark.parametrize("registers,warps,want", [(168, 1, 12), (162, 1, 12), (128, 1, 16), (96, 1, 21),
+                                                  (64, 1, 32), (32, 1, 32), (128, 2, 8), (255, 1, 8)])
+def test_resident_programs_follow_the_register_file(registers, warps, want):
+    assert triton_scan.resident_programs(registers, warps) == want
+
+
+def test_segment_rule_with_the_variants_own_slots():
+    # 16 slots per SM (a 128-register one-warp program) at issue 3's size: 2 segments (768
+    # programs x 2 <= 2,112 slots); at batch 2 as many as allowed.
+    assert triton_scan.backward_segments(8, 1536, 16, 132, programs_per_sm=16) == 2
+    assert triton_scan.backward_segments(4, 1536, 16, 132, programs_per_sm=16) == 5
+    assert triton_scan.backward_segments(2, 1536, 16, 132, programs_per_sm=16) == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("segments,cap", [(1, None), (2, None), (2, 128), (8, 128)])
+def test_v4_on_gpu_bf16_matches_reference(monkeypatch, segments, cap):
+    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(
+        16, 16, 1, bwd_kernel="v4", bwd_block_d=16, bwd_segments=segments, bwd_maxnreg=cap))
+    inputs = make_inputs(2, 256, 512, 16, "shared", device="cuda", seed=segments)
+    assert_matches_reference(inputs, tol=5e-5)
