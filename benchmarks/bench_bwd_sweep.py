@@ -1,4 +1,4 @@
-"""Sweep of the selective-scan backward kernels on the GPU (issue 3, tasks K1, K1b, K4).
+"""Sweep of the selective-scan backward kernels on the GPU (issue 3, tasks K1, K1b, K4, K5).
 
     python3 benchmarks/bench_bwd_sweep.py --out $OUT/bwd_sweep.md
 
@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:  # run by path from anywhere
 from kernels.selective_scan import triton_scan  # noqa: E402
 from kernels.selective_scan.reference import selective_scan_ref  # noqa: E402
 from kernels.selective_scan.triton_bwd_v2 import scan_bwd_v2_kernel  # noqa: E402
+from kernels.selective_scan.triton_bwd_v4 import scan_bwd_v4_kernel  # noqa: E402
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 # Relative-error limits of the check: bf16 inputs/outputs on the GPU (as the gpu tests), fp32 in
@@ -61,17 +62,22 @@ def variants() -> list[Variant]:
     ``triton_scan.backward_segments``. Left out after the offline sm_90 compile (benchmarks/NOTES.md,
     K1 and K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack), 8:1:32, 32:1:8; v3
     16:2:16. Left out after H200 sweeps 2 and 3 (slower there): every v2 launch, partials, 16:4:32,
-    16:4:64, 16:2:32 with segments, 8:1:16 with segments, fast softplus, a 128-register cap."""
+    16:4:64, 16:2:32 with segments, 8:1:16 with segments, fast softplus, a 128-register cap on v3."""
     out = [Variant("v1 bwd_block_d 4", triton_scan.ScanConfig(16, 16, 1))]
     # (kernel, block_d, warps, backward chunk, segments): the forward keeps chunk 16 (the first H200
     # sweep: a chunk-32 forward took 13 ms at 4k instead of 0.79); a longer backward chunk reads
     # every second stored state (bwd_chunk_factor).
-    launches = [("v3", 16, 2, 32, 1), ("v3", 16, 1, 16, 1), ("v3", 16, 1, 16, 2), ("v3", 16, 1, 16, 3),
-                ("v3", 16, 1, 16, 4), ("v3", 16, 1, 16, 8)]
-    for kernel, block_d, warps, chunk, segments in launches:
+    # Round 5 (K5): "v4" (in-lane folds, benchmarks/NOTES.md) uncapped and at register caps of 128
+    # (16 one-warp programs per SM) and 112 (18), with the segments the rule gives those slots.
+    # Sweep 4's v3 16:1:16 with 3 / 4 / 8 segments made room for them (results/h200_bwd_sweep4.md).
+    launches = [("v3", 16, 2, 32, 1, None), ("v3", 16, 1, 16, 1, None), ("v3", 16, 1, 16, 2, None),
+                ("v4", 16, 1, 16, 1, None), ("v4", 16, 1, 16, 2, None), ("v4", 16, 1, 16, 2, 128),
+                ("v4", 16, 1, 16, 3, 112), ("v4", 16, 1, 16, 8, 128)]
+    for kernel, block_d, warps, chunk, segments, cap in launches:
         cfg = triton_scan.ScanConfig(16, 16, 1, bwd_kernel=kernel, bwd_block_d=block_d, bwd_num_warps=warps,
-                                     bwd_chunk_factor=chunk // 16, bwd_segments=segments)
-        name = f"{kernel} {block_d}:{warps}:{chunk}{f' seg {segments}' if segments > 1 else ''}"
+                                     bwd_chunk_factor=chunk // 16, bwd_segments=segments, bwd_maxnreg=cap)
+        name = (f"{kernel} {block_d}:{warps}:{chunk}{f' seg {segments}' if segments > 1 else ''}"
+                f"{f' r{cap}' if cap else ''}")
         out.append(Variant(DEFAULT_NAME if name == "v3 16:1:16 seg 2" else name, cfg))
     return out
 
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     reg_lines = ["", "Backward kernels compiled for each variant (registers per thread, spilled bytes, warps):", ""]
     for var in variants():
         row = rows[var.name] = {"cfg": var.cfg}
-        before = compiled_kernels(scan_bwd_v2_kernel)
+        before = {**compiled_kernels(scan_bwd_v2_kernel), **compiled_kernels(scan_bwd_v4_kernel)}
         triton_scan.CONFIG_OVERRIDE = var.cfg
         try:
             for label, invariant in (("check", False), ("check_inv", True)):
@@ -224,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         finally:
             triton_scan.CONFIG_OVERRIDE = None
-            new = [v for k, v in compiled_kernels(scan_bwd_v2_kernel).items() if k not in before]
+            now = {**compiled_kernels(scan_bwd_v2_kernel), **compiled_kernels(scan_bwd_v4_kernel)}
+            new = [v for k, v in now.items() if k not in before]
             reg_lines.append(f"- {var.name}: " + (", ".join(f"{r} regs / {sp} spilled / {w} warps" for r, sp, w in new)
-                                                    or "no new v2/v3 compile"))
+                                                    or "no new v2/v3/v4 compile"))
 
     # v1, the fastest two unsegmented and the fastest two segmented v3 variants that passed both
     # checks, at the other lengths.
@@ -240,14 +247,15 @@ def main(argv: list[str] | None = None) -> int:
                  and (rows[n]["cfg"].bwd_segments > 1) == segmented)
         return sorted(names, key=lambda n: rows[n][main_l][1])[:k]
 
-    finalists = fastest("v1", 1) + fastest("v3", 2) + fastest("v3", 2, segmented=True)
+    finalists = (fastest("v1", 1) + fastest("v3", 1) + fastest("v3", 1, segmented=True)
+                 + fastest("v4", 2, segmented=True))
     seqlens = [int(s) for s in args.seqlens.split(",") if s]
     for seqlen in seqlens:
         for name in finalists:
             _bench_into(rows[name], seqlen, name, dict(size, seqlen=seqlen), args.rep, device, t0)
 
     # Smaller batches: the default launch against its own segmented forms, at a few lengths.
-    small = [n for n in rows if n == DEFAULT_NAME or n.startswith("v3 16:1:16")]
+    small = [n for n in rows if n == DEFAULT_NAME or n.startswith(("v3 16:1:16", "v4 16:1:16 seg"))]
     batches = [int(b) for b in args.batches.split(",") if b]
     batch_seqlens = [int(s) for s in args.batch_seqlens.split(",") if s]
     for batch in batches:
