@@ -3,6 +3,8 @@ coding model and a planted ribosome-binding site, the statistics learned from a 
 planted genes the first pass missed and more of their starts; candidate scores against a float64
 brute force; determinism; settings checks; call_genes uses the adaptive decoder."""
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,14 +39,17 @@ STARTS = ("ATG", "GTG", "TTG")
 RBS = "AGGAGG"
 
 
-def synthetic_genome(n_genes=70, seed=0):
+def synthetic_genome(n_genes=70, seed=0, code=11):
     """A genome of ``n_genes`` planted genes on both strands: sense codons drawn from a skewed codon
     usage, each start codon (ATG 80 %, GTG, TTG) 7 bp after an AGGAGG motif, and an in-frame
     stop-free extension upstream that begins with another start codon (a wrong start the decoder
-    can choose), between AT-rich intergenic spacers. Returns (sequence, reference CDS list)."""
+    can choose), between AT-rich intergenic spacers; codons of NCBI genetic ``code``. Returns
+    (sequence, reference CDS list)."""
     rng = np.random.default_rng(seed)
-    usage = rng.dirichlet(np.full(len(SENSE), 0.3))  # strongly biased codon usage
-    no_start = [c for c in SENSE if c not in STARTS]
+    table = CodonTable.unambiguous_dna_by_id[code]
+    sense, stops = sorted(table.forward_table), sorted(table.stop_codons)
+    usage = rng.dirichlet(np.full(len(sense), 0.3))  # strongly biased codon usage
+    no_start = [c for c in sense if c not in STARTS]
     upstream_codons = rng.dirichlet(np.full(len(no_start), 0.3))
     pieces, cds, pos = [], [], 0
     for _ in range(n_genes):
@@ -52,11 +57,11 @@ def synthetic_genome(n_genes=70, seed=0):
         pieces.append(spacer)
         pos += len(spacer)
         start = rng.choice(STARTS, p=[0.8, 0.1, 0.1])
-        body = "".join(rng.choice(SENSE, p=usage, size=int(rng.integers(80, 300))))
+        body = "".join(rng.choice(sense, p=usage, size=int(rng.integers(80, 300))))
         # Wrong start, a few codons, the RBS ending 7 bp before the true start (in frame: AGG AGG).
         extension = (rng.choice(STARTS) + "".join(rng.choice(no_start, p=upstream_codons, size=int(rng.integers(3, 9))))
                      + RBS + "".join(rng.choice(no_start, p=upstream_codons, size=2)))
-        gene = start + body + rng.choice(["TAA", "TAG", "TGA"])
+        gene = start + body + rng.choice(stops)
         strand = int(rng.choice([1, -1]))
         unit = extension + gene
         pieces.append(unit if strand == 1 else reverse_complement(unit))
@@ -129,6 +134,13 @@ def test_learned_statistics_recover_the_planted_codon_usage_and_motif():
     wanted = np.array(["ACGT".index(b) for b in RBS])
     assert (stats.rbs[rbs_pos, wanted] > 0.5).all()
     assert stats.start_codon[_codon_id("ATG")] > 0
+
+
+def _codons_of(seq, cds):
+    """The sense codons of a one-part CDS, read on its strand."""
+    ((a, b, strand),) = cds.parts
+    orf = seq[a:b] if strand == 1 else reverse_complement(seq[a:b])
+    return [orf[k:k + 3] for k in range(0, len(orf) - 3, 3)]
 
 
 def _parts(cds):
@@ -206,10 +218,38 @@ def test_adaptive_decoding_is_deterministic_and_learns_from_all_records_together
 
 
 def test_nothing_to_learn_from_keeps_the_first_pass():
-    rng = np.random.default_rng(1)
-    seq = "".join(rng.choice(list("ACGT"), size=3000))
-    probs = np.full((3000, 2, 4), 0.25)  # the first pass calls nothing
-    assert decode_genome([("s", seq, probs, True)], config=ADAPTIVE) == [[]]
+    # The model is sure of the planted genes shorter than TRAINING_MIN_LENGTH only: the first pass
+    # calls them, there is nothing to learn from, and its calls stand (a table learned from no genes
+    # is the background against itself, not "no opinion", so decoding again would change scores).
+    seq, cds = synthetic_genome(n_genes=40, seed=2)
+    probs = noisy_model(seq, cds, seed=2, missed=0.0)
+    keep = np.zeros(len(seq), dtype=bool)
+    for c in cds:
+        if c.length < TRAINING_MIN_LENGTH:
+            ((a, b, _),) = c.parts
+            keep[a - 40 : b + 40] = True  # (with the extension upstream, whichever strand)
+    flat = np.where(keep[:, None, None], probs, 0.25)  # (seqlen, 2, 4): elsewhere the model has no idea
+    (once,) = decode_genome([("s", seq, flat, False)], config=DecoderConfig())
+    assert once and all(c.length < TRAINING_MIN_LENGTH for c in once)
+    assert decode_genome([("s", seq, flat, False)], config=ADAPTIVE) == [once]
+    assert decode_genome([("s", seq, np.full_like(probs, 0.25), True)], config=ADAPTIVE) == [[]]
+
+
+def test_genetic_code_4_reads_tga_as_tryptophan_in_both_passes():
+    seq, cds = synthetic_genome(n_genes=30, seed=13, code=4)  # TGA inside genes, TAA / TAG ending them
+    probs = noisy_model(seq, cds, seed=13)
+    (calls,) = decode_genome([("g", seq, probs, False)], transl_table=4, config=ADAPTIVE)
+    m = evaluate(calls, cds, {"g": len(seq)})
+    assert m.sensitivity > 0.9 and m.precision > 0.9
+    with_tga = [c for c in cds if "TGA" in _codons_of(seq, c)]  # genes code 11 would cut short
+    (cut,) = decode_genome([("g", seq, probs, False)], transl_table=11, config=ADAPTIVE)
+    lengths = {"g": len(seq)}
+    assert len(with_tga) >= 5
+    assert evaluate(calls, with_tga, lengths).exact_start > 0.8 > evaluate(cut, with_tga, lengths).exact_start
+    stats = learn_statistics([(seq, cds)], transl_table=4)
+    codon, _ = stats.strand_scores(seq.encode(), codon_tables(4))
+    tga = [k for (((a, b, s),),) in _parts(cds) if s == 1 for k in range(a + 3, b - 3, 3) if seq[k:k + 3] == "TGA"]
+    assert len(tga) >= 10 and (codon[tga] != 0).all()  # scored as a sense codon; a stop would score 0
 
 
 def test_settings_are_checked_and_named():
@@ -297,3 +337,29 @@ def test_a_gene_not_starting_at_a_start_codon_teaches_the_coding_table_only():
         else:
             np.testing.assert_array_equal(stats.start_codon, nothing.start_codon)
             np.testing.assert_array_equal(stats.rbs, nothing.rbs)
+
+
+def test_seqmamba_score_with_the_bundled_adaptive_caller_writes_valid_gff3_for_a_genome_too_small_to_learn_from(
+        tmp_path):
+    """The shipped package decodes adaptively: on a few kb (a handful of genes to learn from), a
+    lower-case record with an N run and a 2 bp record it still writes a GFF3 that reads back, with
+    every record's region and every call inside its record."""
+    from Bio import SeqIO
+
+    from pipelines.genome.gff3 import read_gff3
+    from pipelines.score_cmd import main as score
+
+    root = Path(__file__).resolve().parents[3]
+    package = root / "data" / "models" / "gene_caller-mamba"
+    assert json.loads((package / "config.json").read_text())["decoder"]["adaptive"] is True
+    lam = str(next(SeqIO.parse(root / "data" / "samples" / "phage_lambda_NC_001416.fa", "fasta")).seq)
+    records = {"piece": lam[:3000], "soft_masked": lam[30000:31000].lower() + "N" * 200 + lam[31000:32000],
+               "stub": "AC"}
+    fasta = tmp_path / "tiny.fa"
+    fasta.write_text("".join(f">{k}\n{v}\n" for k, v in records.items()))
+    out = tmp_path / "calls.gff3"
+    assert score([str(package), str(fasta), "-o", str(out), "--no-progress"]) == 0
+    calls, lengths = read_gff3(out)
+    assert lengths == {k: len(v) for k, v in records.items()}
+    assert calls and all(0 <= a < b <= lengths[c.seqid] for c in calls for a, b, _ in c.parts)
+    assert {c.seqid for c in calls} <= {"piece", "soft_masked"}
