@@ -68,9 +68,11 @@ class DecoderConfig:
     start_bonus: dict[str, float] | None = None
     # Genome-adaptive decoding (pipelines.genome.adaptive): learn the genome's coding and start
     # statistics from a first pass and decode again, adding them with these weights (per codon's
-    # dicodon log-odds; per start's codon + upstream log-odds). Only read by decode_genome. The
-    # weights were chosen on non-test genomes with min_score 30 (benchmarks/RESULTS.md,
-    # "Genome-adaptive decoding (tuning genomes)"); the model's own log-odds keep weight 1.
+    # dicodon log-odds; per start's codon + upstream log-odds). ``adaptive`` is read by decode_genome
+    # only; the weights by decode whenever it is given statistics. They are large because the
+    # dicodon log-odds are a fraction of a nat per codon against several for a confident model; they
+    # were chosen on non-test genomes with min_score 30 (benchmarks/RESULTS.md, "Genome-adaptive
+    # decoding (tuning genomes)"); the model's own log-odds keep weight 1.
     adaptive: bool = False
     coding_weight: float = 60.0
     start_weight: float = 64.0
