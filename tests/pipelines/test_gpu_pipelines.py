@@ -34,7 +34,7 @@ def test_bf16_mixed_classifier_learns_on_gpu_and_checkpoints_are_plain(tmp_path)
     trainer = _trainer(tmp_path, 5)
     trainer.fit(task, dm)
     (result,) = trainer.test(task, dm, verbose=False)
-    assert result["test/acc"] > 0.9 and result["test/mcc"] > 0.8
+    assert result["test/acc"] > 0.9 and result["test/mcc"] > 0.8, result  # the figures, when it fails
     path = tmp_path / "a.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True, map_location="cpu")
@@ -48,7 +48,7 @@ def test_bf16_mixed_forecaster_beats_naive_on_gpu(tmp_path):
     trainer = _trainer(tmp_path, 10)
     trainer.fit(task, dm)
     (result,) = trainer.test(task, dm, verbose=False)
-    assert result["test/mse"] < 0.5 * result["test/naive_mse"]
+    assert result["test/mse"] < 0.5 * result["test/naive_mse"], result
 
 
 def test_gpu_scores_match_cpu_scores():
