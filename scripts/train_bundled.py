@@ -8,8 +8,8 @@ writes a summary table (mean ± spread over seeds) and the metrics of every run 
 
 Each run folder, package and log lands under OUT_DIR; nothing here is specific to one machine.
 Processes sharing one GPU are time-sliced (their kernels never overlap), so the small DNA models,
-whose steps are launch-bound, gain nothing from more than 2-3 runs per GPU: 12 at once on one H200
-took ~1.3 s per step (benchmarks/RESULTS.md, "Residual dropout on GUE"); the forecasters ran fine
+whose steps are launch-bound, gain nothing from more than 2-3 runs per GPU: 12 at once on one H200 (beside
+the GPU tests) took ~1.3 s per step (benchmarks/RESULTS.md, "Residual dropout on GUE"); the forecasters ran fine
 6 at a time.
 """
 
