@@ -7,10 +7,10 @@ writes a summary table (mean ± spread over seeds) and the metrics of every run 
     python scripts/train_bundled.py OUT_DIR [--parallel 12] [--max-minutes 6] [--only dna|forecast]
 
 Each run folder, package and log lands under OUT_DIR; nothing here is specific to one machine.
-Processes sharing one GPU are time-sliced (their kernels never overlap), so the small DNA models,
-whose steps are launch-bound, gain nothing from more than 2-3 runs per GPU: 12 at once on one H200 (beside
-the GPU tests) took ~1.3 s per step (benchmarks/RESULTS.md, "Residual dropout on GUE"); the forecasters ran fine
-6 at a time.
+Processes sharing one GPU are time-sliced (their kernels never overlap), so for the small DNA
+models, whose steps are launch-bound, many runs per GPU only share its time: 12 at once on one H200
+(beside the GPU tests) took ~1.3 s per step (benchmarks/RESULTS.md, "Residual dropout on GUE"),
+while 6 forecasters at once each finished in about 2 minutes. Keep --parallel small per GPU.
 """
 
 from __future__ import annotations
