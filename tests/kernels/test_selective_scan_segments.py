@@ -22,30 +22,13 @@ triton_scan = pytest.importorskip("kernels.selective_scan.triton_scan")
 # The shared helpers of the Triton scan tests (random inputs, runs with seeded cotangents).
 from test_selective_scan_triton import (  # noqa: E402
     GPU_TOL,
-    ON_GPU,
-    _vectorise_interpreter_scan,
     assert_matches_reference,
     make_inputs,
     rel_err,
     run,
+    triton_backend,  # noqa: F401  (the autouse fixture: Triton backend, vectorised interpreter scan)
+    use_config,
 )
-
-ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-
-
-@pytest.fixture(autouse=True)
-def triton_backend(monkeypatch):
-    """Route ``selective_scan_fn`` to the Triton kernels; vectorise the interpreter's scan."""
-    monkeypatch.setenv("SEQMAMBA_BACKEND", "triton")
-    if not ON_GPU:
-        _vectorise_interpreter_scan(monkeypatch)
-
-
-def use_config(monkeypatch, **kw):
-    """Launch every kernel with an interpreter-sized config (4 channels, chunk 8) and ``kw``."""
-    base = dict(block_d=4, chunk=8, num_warps=1, bwd_kernel="v3", bwd_block_d=4)
-    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(**{**base, **kw}))
-
 
 # --- how the sequence is split ---------------------------------------------------------------
 
@@ -171,15 +154,8 @@ def test_segmented_backward_without_a_loss_on_the_last_state(monkeypatch):
     # No gradient reaches the returned state: the last segment's carry-in is 0, not dlast.
     use_config(monkeypatch, bwd_segments=3)
     inputs = make_inputs(1, 4, 35, 4, seed=12)
-
-    def grads(fn, dtype):
-        leaves = {k: v.to(dtype).detach().requires_grad_() for k, v in inputs.items()}
-        out, _ = fn(*(leaves[k] for k in ARG_NAMES), True, True, initial_state=leaves["initial_state"])
-        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-        (out.double() * cot).sum().backward()
-        return {k: v.grad for k, v in leaves.items()}
-
-    got, want = grads(selective_scan_fn, torch.float32), grads(selective_scan_ref, torch.float64)
+    got = run(inputs, selective_scan_fn, last_loss=False)[2]
+    want = run(inputs, selective_scan_ref, dtype=torch.float64, last_loss=False)[2]
     for k in want:
         assert rel_err(got[k], want[k]) < 5e-5, k
 

@@ -21,11 +21,11 @@ triton_scan = pytest.importorskip("kernels.selective_scan.triton_scan")
 from test_selective_scan_triton import (  # noqa: E402
     GPU_TOL,
     ON_GPU,
-    _vectorise_interpreter_scan,
     assert_matches_reference,
     make_inputs,
     rel_err,
     run,
+    triton_backend,  # noqa: F401  (the autouse fixture: Triton backend, vectorised interpreter scan)
 )
 
 from kernels.selective_scan.triton_common import softplus_fma, softplus_grad  # noqa: E402
@@ -51,13 +51,6 @@ def _apply(x: torch.Tensor, fast: bool):
     block = 1024
     _softplus_kernel[(triton.cdiv(x.numel(), block),)](x, sp, grad, x.numel(), FAST=fast, BLOCK=block)
     return sp, grad
-
-
-@pytest.fixture(autouse=True)
-def triton_backend(monkeypatch):
-    monkeypatch.setenv("SEQMAMBA_BACKEND", "triton")
-    if not ON_GPU:
-        _vectorise_interpreter_scan(monkeypatch)
 
 
 def test_softplus_fma_and_its_derivative_within_the_stated_error():

@@ -102,9 +102,10 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def run(inputs, fn, *, softplus=True, omit=(), dtype=None, seed=1):
+def run(inputs, fn, *, softplus=True, omit=(), dtype=None, seed=1, last_loss=True):
     """Run ``fn`` with every input not in ``omit``; return out, last state and all gradients for a
-    random cotangent on both outputs (seeded, so two calls see the same cotangents)."""
+    random cotangent on both outputs (seeded, so two calls see the same cotangents). With
+    ``last_loss=False`` only out carries a cotangent: no gradient reaches the returned last state."""
     leaves = {k: (v.to(dtype) if dtype else v).detach().clone().requires_grad_(k not in omit)
               for k, v in inputs.items()}
     kw = {k: (None if k in omit else leaves[k]) for k in ("D", "z", "delta_bias")}
@@ -114,9 +115,19 @@ def run(inputs, fn, *, softplus=True, omit=(), dtype=None, seed=1):
     g = torch.Generator().manual_seed(seed)
     d_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device)
     d_last = torch.randn(last.shape, generator=g, dtype=torch.float64).to(out.device)
-    ((out.double() * d_out).sum() + (last.double() * d_last).sum()).backward()
+    loss = (out.double() * d_out).sum()
+    if last_loss:
+        loss = loss + (last.double() * d_last).sum()
+    loss.backward()
     grads = {k: v.grad for k, v in leaves.items() if k not in omit}
     return out, last, grads
+
+
+def use_config(monkeypatch, **kw):
+    """Launch every kernel with an interpreter-sized config (4 channels, chunk 8, the v3 backward)
+    overridden by ``kw``."""
+    base = dict(block_d=4, chunk=8, num_warps=1, bwd_kernel="v3", bwd_block_d=4)
+    monkeypatch.setattr(triton_scan, "CONFIG_OVERRIDE", triton_scan.ScanConfig(**{**base, **kw}))
 
 
 def assert_matches_reference(inputs, *, softplus=True, omit=(), tol=2e-5, grad_tol=None):
