@@ -94,6 +94,34 @@ def _add_bc_grad(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, 
 
 
 @triton.jit
+def init_state_scratch(dlast_ptr, seg_loc_ptr, seg_dec_ptr, dh0_ptr, dA_ptr, dB_ptr, dC_ptr, state_row, scratch_row,
+                       offs_d, d_mask, pid_b, pid_s, nbatch, nseg, dim, dstate,
+                       BLOCK_D: tl.constexpr, B_MODE: tl.constexpr, C_MODE: tl.constexpr,
+                       HAS_DLAST: tl.constexpr, SEGMENTED: tl.constexpr):
+    """Per state, the adjoint entering this program's segment from the right into the dh0 scratch,
+    and zeros into its dA (and time-invariant dB / dC) scratch; shared by the v2/v3 and v4 kernels."""
+    zero_d = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for n in range(dstate):
+        carry = zero_d
+        if HAS_DLAST:  # the adjoint of the state after the last chunk
+            carry = tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0)
+        if SEGMENTED:
+            # Through the later segments, last first: the adjoint before segment j is
+            # local_j + decay_j * (the adjoint after it).
+            for k in range(nseg - 1 - pid_s):
+                j = nseg - 1 - k
+                summ = ((j - 1).to(tl.int64) * nbatch + pid_b) * dstate * dim + n * dim + offs_d
+                carry = (tl.load(seg_loc_ptr + summ, mask=d_mask, other=0.0)
+                         + tl.load(seg_dec_ptr + summ, mask=d_mask, other=0.0) * carry)
+        tl.store(dh0_ptr + scratch_row + n, carry, mask=d_mask)
+        tl.store(dA_ptr + scratch_row + n, zero_d, mask=d_mask)
+        if B_MODE == 0:
+            tl.store(dB_ptr + scratch_row + n, zero_d, mask=d_mask)
+        if C_MODE == 0:
+            tl.store(dC_ptr + scratch_row + n, zero_d, mask=d_mask)
+
+
+@triton.jit
 def scan_bwd_v2_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, ypre_ptr,
@@ -139,25 +167,9 @@ def scan_bwd_v2_kernel(
     b_base = bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
     c_base = bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
 
-    zero_d = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for n in range(dstate):
-        carry = zero_d
-        if HAS_DLAST:  # the adjoint of the state after the last chunk
-            carry = tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0)
-        if SEGMENTED:
-            # Through the later segments, last first: the adjoint before segment j is
-            # local_j + decay_j * (the adjoint after it).
-            for k in range(nseg - 1 - pid_s):
-                j = nseg - 1 - k
-                summ = ((j - 1).to(tl.int64) * nbatch + pid_b) * dstate * dim + n * dim + offs_d
-                carry = (tl.load(seg_loc_ptr + summ, mask=d_mask, other=0.0)
-                         + tl.load(seg_dec_ptr + summ, mask=d_mask, other=0.0) * carry)
-        tl.store(dh0_ptr + scratch_row + n, carry, mask=d_mask)
-        tl.store(dA_ptr + scratch_row + n, zero_d, mask=d_mask)
-        if B_MODE == 0:
-            tl.store(dB_ptr + scratch_row + n, zero_d, mask=d_mask)
-        if C_MODE == 0:
-            tl.store(dC_ptr + scratch_row + n, zero_d, mask=d_mask)
+    init_state_scratch(dlast_ptr, seg_loc_ptr, seg_dec_ptr, dh0_ptr, dA_ptr, dB_ptr, dC_ptr, state_row, scratch_row,
+                       offs_d, d_mask, pid_b, pid_s, nbatch, nseg, dim, dstate,
+                       BLOCK_D, B_MODE, C_MODE, HAS_DLAST, SEGMENTED)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)

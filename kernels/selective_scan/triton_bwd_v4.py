@@ -35,8 +35,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_bwd_v2 import LN2
-from .triton_common import LOG2E, delta_activation, exp2, softplus_grad
+from .triton_bwd_v2 import LN2, init_state_scratch
+from .triton_common import LOG2E, bc_base, delta_activation, exp2, softplus_grad
 
 SUB = tl.constexpr(2)  # sub-chunks per chunk (a lane each at the GPU launch)
 
@@ -117,18 +117,6 @@ def _add_bc3(val, ptr, inv_offs, base, n, offs_t, d_mask, t_mask, s_n, s_t, part
 
 
 @triton.jit
-def _bc_base(pid_b, offs_d, dim_per_group, s_b, s_g, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
-    """As ``triton_common.bc_base`` (kept here so that v4 is one file of tiles of its own rank)."""
-    if MODE == 0:
-        base = offs_d.to(tl.int64) * s_g
-    elif MODE == 1:
-        base = pid_b.to(tl.int64) * s_b + ((tl.program_id(0) * BLOCK_D) // dim_per_group) * s_g
-    else:
-        base = pid_b.to(tl.int64) * s_b + (offs_d // dim_per_group).to(tl.int64) * s_g
-    return base
-
-
-@triton.jit
 def scan_bwd_v4_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, ypre_ptr,
@@ -155,27 +143,13 @@ def scan_bwd_v4_kernel(
     state_row = (pid_b.to(tl.int64) * dim + offs_d) * dstate  # (BLOCK_D,) into (batch, dim, dstate)
     seg_row = (pid_s.to(tl.int64) * nbatch + pid_b) * dim + offs_d  # (BLOCK_D,) into (nseg, batch, dim)
     scratch_row = seg_row * dstate  # into (nseg, batch, dim, dstate)
-    b_base = _bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
-    c_base = _bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
+    b_base = bc_base(pid_b, offs_d, B_dpg, B_sb, B_sg, BLOCK_D, B_MODE)
+    c_base = bc_base(pid_b, offs_d, C_dpg, C_sb, C_sg, BLOCK_D, C_MODE)
 
     # The adjoint entering this segment from the right, per state, into the scratch (as v3).
-    zero_d = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for n in range(dstate):
-        carry = zero_d
-        if HAS_DLAST:
-            carry = tl.load(dlast_ptr + state_row + n, mask=d_mask, other=0.0)
-        if SEGMENTED:
-            for k in range(nseg - 1 - pid_s):
-                j = nseg - 1 - k
-                summ = ((j - 1).to(tl.int64) * nbatch + pid_b) * dstate * dim + n * dim + offs_d
-                carry = (tl.load(seg_loc_ptr + summ, mask=d_mask, other=0.0)
-                         + tl.load(seg_dec_ptr + summ, mask=d_mask, other=0.0) * carry)
-        tl.store(dh0_ptr + scratch_row + n, carry, mask=d_mask)
-        tl.store(dA_ptr + scratch_row + n, zero_d, mask=d_mask)
-        if B_MODE == 0:
-            tl.store(dB_ptr + scratch_row + n, zero_d, mask=d_mask)
-        if C_MODE == 0:
-            tl.store(dC_ptr + scratch_row + n, zero_d, mask=d_mask)
+    init_state_scratch(dlast_ptr, seg_loc_ptr, seg_dec_ptr, dh0_ptr, dA_ptr, dB_ptr, dC_ptr, state_row, scratch_row,
+                       offs_d, d_mask, pid_b, pid_s, nbatch, nseg, dim, dstate,
+                       BLOCK_D, B_MODE, C_MODE, HAS_DLAST, SEGMENTED)
     bias = tl.zeros([BLOCK_D, 1], dtype=tl.float32)  # (BLOCK_D, 1): delta_activation adds bias[:, None]
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)[:, None]
