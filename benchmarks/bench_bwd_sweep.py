@@ -52,17 +52,18 @@ class Variant:
     cfg: triton_scan.ScanConfig
 
 
-DEFAULT_NAME = "v3 16:1:16 seg 2 (default at batch 8)"
+DEFAULT_NAME = "v4 16:1:16 seg 8 r128 (default at batch 8)"
 
 
 def variants() -> list[Variant]:
-    """v1 (the first default) and v3 16:2:32 (round 3's default) as baselines, then the one-warp
-    16-channel launch (v3 16:1:16) with 1-8 sequence segments: with two segments it is the GPU
-    default at this batch (round 4, `results/h200_bwd_sweep3.md`), chosen per problem by
-    ``triton_scan.backward_segments``. Left out after the offline sm_90 compile (benchmarks/NOTES.md,
-    K1 and K1b): v2 64:2:16 and 32:1:16 (254-255 registers), 16:1:32 (stack), 8:1:32, 32:1:8; v3
-    16:2:16. Left out after H200 sweeps 2 and 3 (slower there): every v2 launch, partials, 16:4:32,
-    16:4:64, 16:2:32 with segments, 8:1:16 with segments, fast softplus, a 128-register cap on v3."""
+    """v1 (the first default), v3 16:2:32 (round 3's default) and v3 16:1:16 with two segments
+    (round 4's) as baselines, then "v4" (round 5) uncapped and capped: at 128 registers with 8
+    segments it is the GPU default at this batch (sweep 5, `results/h200_bwd_sweep5.md`), the
+    segments chosen per problem by ``triton_scan.backward_segments``. Left out after the offline
+    sm_90 compile (benchmarks/NOTES.md, K1 and K1b): v2 64:2:16 and 32:1:16 (254-255 registers),
+    16:1:32 (stack), 8:1:32, 32:1:8; v3 16:2:16. Left out after H200 sweeps 2 and 3 (slower there):
+    every v2 launch, partials, 16:4:32, 16:4:64, 16:2:32 with segments, 8:1:16 with segments, fast
+    softplus, a 128-register cap on v3."""
     out = [Variant("v1 bwd_block_d 4", triton_scan.ScanConfig(16, 16, 1))]
     # (kernel, block_d, warps, backward chunk, segments): the forward keeps chunk 16 (the first H200
     # sweep: a chunk-32 forward took 13 ms at 4k instead of 0.79); a longer backward chunk reads
@@ -78,7 +79,7 @@ def variants() -> list[Variant]:
                                      bwd_chunk_factor=chunk // 16, bwd_segments=segments, bwd_maxnreg=cap)
         name = (f"{kernel} {block_d}:{warps}:{chunk}{f' seg {segments}' if segments > 1 else ''}"
                 f"{f' r{cap}' if cap else ''}")
-        out.append(Variant(DEFAULT_NAME if name == "v3 16:1:16 seg 2" else name, cfg))
+        out.append(Variant(DEFAULT_NAME if name == "v4 16:1:16 seg 8 r128" else name, cfg))
     return out
 
 

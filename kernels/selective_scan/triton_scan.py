@@ -2,10 +2,12 @@
 
 The forward kernel (``triton_fwd.py``) reads every input once, keeps the state on chip and stores
 only the state at each chunk start; the backward kernel recomputes states from those, with the
-same chunk: ``triton_bwd.py`` ("v1", (T, N, BLOCK_D) tiles) or ``triton_bwd_v2.py`` ("v2", the
+same chunk: ``triton_bwd.py`` ("v1", (T, N, BLOCK_D) tiles), ``triton_bwd_v2.py`` ("v2", the
 forward's layout; "v3", the same kernel reading the output before the gate, which the forward then
-stores, instead of recomputing it), chosen by ``ScanConfig.bwd_kernel``. Gradients flow to every input, to ``initial_state`` and through the returned last state.
-With ``ScanConfig.bwd_segments`` > 1 the v2 / v3 backward is sequence-parallel: a pre-pass
+stores, instead of recomputing it) or ``triton_bwd_v4.py`` ("v4", v3's math with the in-chunk scans
+as in-lane folds: the GPU default), chosen by ``ScanConfig.bwd_kernel``. Gradients flow to every
+input, to ``initial_state`` and through the returned last state.
+With ``ScanConfig.bwd_segments`` > 1 the v2-v4 backward is sequence-parallel: a pre-pass
 (``triton_bwd_seg.py``) summarises each segment so that every segment's programs start from the
 right adjoint.
 """
@@ -27,10 +29,7 @@ from .triton_bwd_v4 import scan_bwd_v4_kernel
 from .triton_common import BC_GROUP_TILE, BC_INVARIANT, BC_PER_CHANNEL
 from .triton_fwd import scan_fwd_kernel
 
-BWD_KERNELS = ("v1", "v2", "v3")
-# Candidates not yet measured on the GPU, selectable but outside BWD_KERNELS (which the shared
-# Triton tests run every case with): "v4" is checked in tests/kernels/test_selective_scan_v4.py.
-EXPERIMENTAL_BWD_KERNELS = ("v4",)
+BWD_KERNELS = ("v1", "v2", "v3", "v4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,18 +38,18 @@ class ScanConfig:
     whether B and C are converted to fp32 once before the kernels (else each thread converts).
 
     The backward restarts from the forward's per-chunk states, with a chunk of ``bwd_chunk_factor``
-    forward chunks (v2 / v3; 1 for v1), and
-    its own channels per program; ``bwd_kernel`` picks "v1" (``triton_bwd.py``, always one warp),
-    "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps) or "v3" (v2 with the forward storing the
-    output before the gate when z is given and gradients are needed: one more (batch, dim, seqlen)
-    write in u's dtype, one recompute pass less) or "v4" (``triton_bwd_v4.py``: v3's math with the
-    two in-chunk scans as in-lane folds, fewer live registers; even backward chunks). ``bwd_bc_partials`` (v2/v3): per-program dB / dC
-    channel sums stored and summed by torch instead of atomics, where B / C are shared by every
-    channel of a program (the Mamba block's layout). ``bwd_segments`` (v2/v3): the backward
+    forward chunks (v2-v4; 1 for v1), and its own channels per program; ``bwd_kernel`` picks "v1"
+    (``triton_bwd.py``, always one warp), "v2" (``triton_bwd_v2.py``, ``bwd_num_warps`` warps),
+    "v3" (v2 with the forward storing the output before the gate when z is given and gradients are
+    needed: one more (batch, dim, seqlen) write in u's dtype, one recompute pass less) or "v4"
+    (``triton_bwd_v4.py``: v3's math with the two in-chunk scans as in-lane folds, fewer live
+    registers; even backward chunks). ``bwd_bc_partials`` (v2-v4): per-program dB / dC channel
+    sums stored and summed by torch instead of atomics, where B / C are shared by every channel of
+    a program (the Mamba block's layout). ``bwd_segments`` (v2-v4): the backward
     splits the sequence into at most this many segments of whole backward chunks, each walked
     by its own programs (grid (dim / bwd_block_d, batch, segments)); a short pre-pass
     (``triton_bwd_seg.py``) gives every segment the adjoint entering it from the right.
-    ``fast_softplus`` (v2/v3): softplus and its derivative as polynomials on the FMA pipe instead
+    ``fast_softplus`` (v2-v4): softplus and its derivative as polynomials on the FMA pipe instead
     of the MUFU's exp / log / reciprocal, in the forward and the backward (``softplus_fma``)."""
 
     block_d: int
@@ -59,77 +58,85 @@ class ScanConfig:
     bc_fp32: bool = False
     bwd_block_d: int = 4  # the backward kernel's channels per program
     bwd_kernel: str = "v1"
-    bwd_num_warps: int = 1  # v2 / v3 only
-    bwd_bc_partials: bool = False  # v2 / v3 only
-    bwd_chunk_factor: int = 1  # v2 / v3: the backward's chunk is this many forward chunks
-    bwd_segments: int = 1  # v2 / v3: sequence-parallel segments of the backward
-    fast_softplus: bool = False  # v2 / v3: softplus without the MUFU, forward and backward
-    # v2 / v3: a cap on the backward kernel's registers per thread (PTX .maxnreg; None: the
+    bwd_num_warps: int = 1  # v2-v4 only
+    bwd_bc_partials: bool = False  # v2-v4 only
+    bwd_chunk_factor: int = 1  # v2-v4: the backward's chunk is this many forward chunks
+    bwd_segments: int = 1  # v2-v4: sequence-parallel segments of the backward
+    fast_softplus: bool = False  # v2-v4: softplus without the MUFU, forward and backward
+    # v2-v4: a cap on the backward kernel's registers per thread (PTX .maxnreg; None: the
     # compiler's choice). Fewer registers let more programs reside on an SM, at the risk of spills.
     bwd_maxnreg: int | None = None
 
     def __post_init__(self):
-        if self.bwd_kernel not in BWD_KERNELS + EXPERIMENTAL_BWD_KERNELS:
-            raise ValueError(f"ScanConfig.bwd_kernel must be one of {sorted(BWD_KERNELS + EXPERIMENTAL_BWD_KERNELS)}, "
+        if self.bwd_kernel not in BWD_KERNELS:
+            raise ValueError(f"ScanConfig.bwd_kernel must be one of {sorted(BWD_KERNELS)}, "
                              f"got {self.bwd_kernel!r}")
         factor = self.bwd_chunk_factor
         if factor < 1 or factor & (factor - 1) or (factor != 1 and self.bwd_kernel == "v1"):
             # A power of two, so the backward's chunk stays one (a tile length in Triton).
-            raise ValueError(f"ScanConfig.bwd_chunk_factor must be 1 for v1 and a power of two for v2 / v3, "
+            raise ValueError(f"ScanConfig.bwd_chunk_factor must be 1 for v1 and a power of two for v2-v4, "
                              f"got {factor}")
         segments = self.bwd_segments
         if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1 or (
                 segments != 1 and self.bwd_kernel == "v1"):
-            raise ValueError(f"ScanConfig.bwd_segments must be an integer >= 1 for v2 / v3 and 1 for v1, "
+            raise ValueError(f"ScanConfig.bwd_segments must be an integer >= 1 for v2-v4 and 1 for v1, "
                              f"got {segments!r} with bwd_kernel {self.bwd_kernel!r}")
         cap = self.bwd_maxnreg
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 24 <= cap <= 255
                                 or self.bwd_kernel == "v1"):
-            raise ValueError(f"ScanConfig.bwd_maxnreg must be None or an integer in [24, 255] for v2 / v3, "
+            raise ValueError(f"ScanConfig.bwd_maxnreg must be None or an integer in [24, 255] for v2-v4, "
                              f"got {cap!r} with bwd_kernel {self.bwd_kernel!r}")
         if self.bwd_kernel == "v4" and (self.chunk * self.bwd_chunk_factor) % 2:
             raise ValueError(f"ScanConfig: bwd_kernel 'v4' needs an even backward chunk (chunk x bwd_chunk_factor), "
                              f"got {self.chunk} x {self.bwd_chunk_factor}")
         if self.fast_softplus and self.bwd_kernel == "v1":
             # v1's backward recomputes Δ with the MUFU softplus: it must match the forward's.
-            raise ValueError("ScanConfig.fast_softplus needs bwd_kernel 'v2' or 'v3', got 'v1'")
+            raise ValueError("ScanConfig.fast_softplus needs bwd_kernel 'v2', 'v3' or 'v4', got 'v1'")
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-# Backward programs an H100/H200 SM holds at once with the default launch: one-warp programs of
-# ~168 registers per thread (v3, 16 channels; `results/h200_bwd_sweep3.md`), 12 by the register file
-# (65,536 / (32 x 168)).
-BWD_PROGRAMS_PER_SM = 12
-
-
 def resident_programs(registers: int, num_warps: int = 1) -> int:
     """Programs of ``num_warps`` warps at ``registers`` per thread that one H100/H200 SM holds at
     once: the register file (65,536, allocated per warp in units of 256, i.e. per thread in units
-    of 8) bounded by 64 warps and 32 blocks per SM. The segment rule's ``programs_per_sm`` for a
-    launch whose register count is known (offline compile or the JIT's report); e.g. a one-warp
-    backward capped at 128 registers (v4 with ``bwd_maxnreg=128``): 16."""
+    of 8) bounded by 64 warps and 32 blocks per SM. E.g. a one-warp backward capped at 128
+    registers (the default v4 launch): 16; v3 uncapped (~162-168): 12."""
     if registers < 1 or num_warps < 1:
         raise ValueError(f"resident_programs needs registers >= 1 and num_warps >= 1, got {registers}, {num_warps}")
     per_warp = -(-registers // 8) * 8 * 32
     return max(0, min(65536 // (per_warp * num_warps), 64 // num_warps, 32))
-MAX_BWD_SEGMENTS = 8
+
+
+# The default backward's register cap: 16 one-warp programs per SM, no spills on the H200
+# (sweep 5: 128 registers, 0 bytes spilled; uncapped the compiler takes 152-157).
+BWD_MAXNREG = 128
+BWD_PROGRAMS_PER_SM = resident_programs(BWD_MAXNREG)
+MAX_BWD_SEGMENTS = 16
+# Segments aim at this many waves of resident programs: more, shorter programs balance the SMs
+# better than exactly one wave (results/h200_bwd_segments.md).
+BWD_SEGMENT_WAVES = 3
 
 
 def backward_segments(batch: int, dim: int, block_d: int, sm_count: int | None,
-                      programs_per_sm: int = BWD_PROGRAMS_PER_SM, max_segments: int = MAX_BWD_SEGMENTS) -> int:
-    """Sequence segments of the backward: as many as keep every SM's resident programs busy.
+                      programs_per_sm: int = BWD_PROGRAMS_PER_SM, max_segments: int = MAX_BWD_SEGMENTS,
+                      waves: int = BWD_SEGMENT_WAVES) -> int:
+    """Sequence segments of the backward, from the grid it would have without them.
 
-    The backward's grid is (dim / block_d, batch, segments). Round 4 on the H200 measured it
-    occupancy-bound: at batch 8 and dim 1536 (768 programs, 5.8 per SM) two segments filled the SMs'
-    12 one-warp slots and won (4.96 vs 5.52 ms forward+backward at 4k), and at batch 1 eight segments
-    made the backward 3-4x faster. More segments than slots only add pre-pass work."""
+    The backward's grid is (dim / block_d, batch, segments). Measured on the H200 for the v4
+    launch (``benchmarks/bench_bwd_segments.py``, dim 1536, 132 SMs x 16 slots): a grid that
+    fills at least half the SMs' resident slots gains nothing from segments (batch 16 and 32:
+    one segment fastest, the pre-pass only adds work); a smaller one is fastest cut into about
+    ``waves`` waves of programs (batch 1, 4, 8: 16, 16, 8 segments, 3.3x / 1.9x / 1.3x faster
+    than one), up to ``max_segments``."""
     if not sm_count:
         return 1
     programs = max(1, batch * triton.cdiv(dim, block_d))
-    return max(1, min(max_segments, (programs_per_sm * sm_count) // programs))
+    slots = programs_per_sm * sm_count
+    if 2 * programs >= slots:
+        return 1
+    return max(1, min(max_segments, waves * slots // programs))
 
 
 def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2, batch: int = 1,
@@ -138,15 +145,17 @@ def default_config(dim: int, seqlen: int, dstate: int, itemsize: int = 2, batch:
 
     On the GPU a chunk is two 16-byte loads (16 steps of bf16/fp16, 8 of fp32) held by two lanes,
     so the scan is a sequential fold in registers plus one shuffle level; one-warp programs of 16
-    channels measured fastest on the H200 (benchmarks/NOTES.md). The backward is "v3" in one-warp
-    programs of 16 channels over chunks of 16 steps, with the sequence split into segments by
-    :func:`backward_segments` (``sm_count``: the GPU's SMs; None: one segment): 4.96 ms
-    forward+backward at issue 3's 4k size against 7.16 for "v1" (``benchmarks/results/h200_bwd_sweep3.md``)."""
+    channels measured fastest on the H200 (benchmarks/NOTES.md). The backward is "v4" (in-lane
+    folds instead of scan shuffles) in one-warp programs of 16 channels over chunks of 16 steps,
+    capped at 128 registers (16 resident programs per SM, no spills), with the sequence split into
+    segments by :func:`backward_segments` (``sm_count``: the GPU's SMs; None: one segment): 3.94 ms
+    forward+backward at issue 3's 4k size against 4.99 for round 4's v3 default and 7.29 for "v1"
+    (``benchmarks/results/h200_bwd_sweep5.md``)."""
     if _interpreting():
         return ScanConfig(block_d=min(4, triton.next_power_of_2(dim)), chunk=16, num_warps=1)
     chunk = 32 // itemsize
-    return ScanConfig(block_d=16, chunk=chunk, num_warps=1, bwd_kernel="v3", bwd_block_d=16, bwd_num_warps=1,
-                      bwd_chunk_factor=max(1, 16 // chunk),
+    return ScanConfig(block_d=16, chunk=chunk, num_warps=1, bwd_kernel="v4", bwd_block_d=16, bwd_num_warps=1,
+                      bwd_chunk_factor=max(1, 16 // chunk), bwd_maxnreg=BWD_MAXNREG,
                       bwd_segments=backward_segments(batch, dim, 16, sm_count))
 
 
@@ -184,7 +193,7 @@ def _flags(D, z, delta_bias, delta_softplus):
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_ckpt, cfg):
-    """out, last state, chunk-start states (``save_ckpt``) and, for the "v3" backward with z, the
+    """out, last state, chunk-start states (``save_ckpt``) and, for the "v3" / "v4" backward with z, the
     output before the gate (else None)."""
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
@@ -270,7 +279,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, ckpt, ypre, dout, dlast, delt
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
     dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None
-    # Per segment (v2 / v3) and batch row: scratch and partial sums, summed over both below.
+    # Per segment (v2-v4) and batch row: scratch and partial sums, summed over both below.
     dA = torch.empty(nseg * batch, dim, dstate, **f32)
     dh0 = torch.empty(nseg * batch, dim, dstate, **f32)  # segment 0's rows: dL/d initial_state
     dD = torch.empty(nseg * batch, dim, **f32) if D is not None else None

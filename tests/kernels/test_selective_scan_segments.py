@@ -1,6 +1,6 @@
 """The sequence-parallel ("segments") backward of the Triton selective scan against float64.
 
-``ScanConfig.bwd_segments`` splits the v2 / v3 backward's chunks into segments walked by separate
+``ScanConfig.bwd_segments`` splits the v2-v4 backward's chunks into segments walked by separate
 programs; a pre-pass (``triton_bwd_seg.py``) summarises each segment by its local adjoint and its
 decay, from which every segment folds the adjoint entering it. Out and every gradient must equal
 the sequential reference's whatever the split: uneven segments, more segments asked for than
@@ -62,21 +62,23 @@ def test_v1_takes_no_register_cap():
 
 
 @pytest.mark.parametrize("batch,dim,sms,want", [
-    (8, 1536, 132, 2),  # issue 3's size: 768 programs fill half of 132 SMs x 12 slots
-    (1, 1536, 132, 8),  # 96 programs: as many segments as allowed
-    (4, 1536, 132, 4),
-    (64, 1536, 132, 1),  # the grid alone fills the SMs
+    # 132 SMs x 16 slots (one-warp programs at 128 registers) = 2,112; aim at 3 waves
+    (8, 1536, 132, 8),  # issue 3's size: 768 programs, 3 x 2,112 // 768 = 8 segments
+    (4, 1536, 132, 16),  # 384 programs: 16 (the most allowed)
+    (1, 1536, 132, 16),
+    (16, 1536, 132, 1),  # 1,536 programs fill more than half the slots: no segments
+    (64, 1536, 132, 1),
     (8, 1536, None, 1),  # no GPU to size for
 ])
-def test_backward_segments_fill_the_resident_program_slots(batch, dim, sms, want):
+def test_backward_segments_only_for_grids_under_half_the_slots(batch, dim, sms, want):
     assert triton_scan.backward_segments(batch, dim, 16, sms) == want
 
 
-def test_gpu_default_launch_is_the_one_warp_v3_with_segments_by_batch(monkeypatch):
+def test_gpu_default_launch_is_the_one_warp_v4_capped_with_segments(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     cfg = triton_scan.default_config(1536, 4096, 16, 2, batch=8, sm_count=132)
-    assert (cfg.bwd_kernel, cfg.bwd_block_d, cfg.bwd_num_warps, cfg.chunk * cfg.bwd_chunk_factor) == ("v3", 16, 1, 16)
-    assert cfg.bwd_segments == 2
+    assert (cfg.bwd_kernel, cfg.bwd_block_d, cfg.bwd_num_warps, cfg.chunk * cfg.bwd_chunk_factor) == ("v4", 16, 1, 16)
+    assert (cfg.bwd_segments, cfg.bwd_maxnreg) == (8, 128)
     assert triton_scan.default_config(1536, 4096, 16, 4, batch=8).bwd_segments == 1  # fp32, SMs unknown
 
 

@@ -2,7 +2,7 @@
 
 On a CPU-only machine the kernels run in Triton's interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), small shapes, float32. The ``gpu`` tests run the same kernels natively in
-fp32 / bf16 / fp16 at larger shapes. Every test runs once per backward kernel ("v1", "v2", "v3").
+fp32 / bf16 / fp16 at larger shapes. Every test runs once per backward kernel ("v1", "v2", "v3", "v4").
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ ON_GPU = torch.cuda.is_available()
 def bwd_kernel(request, monkeypatch):
     """Run the test with each backward kernel (the default launch parameters otherwise)."""
     default = triton_scan.default_config
-    # v1 has its own launch (4-channel one-warp programs, the forward's chunk, no segments).
-    v1 = dict(bwd_block_d=4, bwd_num_warps=1, bwd_chunk_factor=1, bwd_segments=1) if request.param == "v1" else {}
+    # v1 has its own launch (4-channel one-warp programs, the forward's chunk, no segments, no
+    # register cap).
+    v1 = (dict(bwd_block_d=4, bwd_num_warps=1, bwd_chunk_factor=1, bwd_segments=1, bwd_maxnreg=None)
+          if request.param == "v1" else {})
     monkeypatch.setattr(triton_scan, "default_config",
                         lambda *a, **kw: dataclasses.replace(default(*a, **kw), bwd_kernel=request.param, **v1))
     return request.param
@@ -331,14 +333,15 @@ def test_backward_chunk_spanning_several_forward_chunks(monkeypatch, bwd_kernel,
     assert_matches_reference(make_inputs(2, 8, seqlen, 4, "shared", seed=factor), tol=5e-5)
 
 
-def test_v3_forward_stores_the_output_before_the_gate_only_when_needed(monkeypatch, bwd_kernel):
-    # The "v3" backward reads y + D u from the forward instead of recomputing it: stored exactly when
-    # z is given and gradients are needed, and equal (fp32) to the reference's pre-gate output.
+def test_forward_stores_the_output_before_the_gate_only_when_needed(monkeypatch, bwd_kernel):
+    # The "v3" and "v4" backwards read y + D u from the forward instead of recomputing it: stored
+    # exactly when z is given and gradients are needed, and equal (fp32) to the reference's
+    # pre-gate output.
     inputs = make_inputs(1, 4, 21, 4, seed=23)
     cfg = triton_scan.default_config(4, 21, 4, 4)
     args = [inputs[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     _, _, _, ypre = triton_scan._forward(*args, None, True, True, cfg)
-    assert (ypre is not None) == (bwd_kernel == "v3")
+    assert (ypre is not None) == (bwd_kernel in ("v3", "v4"))
     _, _, _, none_without_grads = triton_scan._forward(*args, None, True, False, cfg)
     no_z = list(args)
     no_z[6] = None

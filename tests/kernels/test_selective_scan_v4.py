@@ -95,12 +95,12 @@ def test_resident_programs_follow_the_register_file(registers, warps, want):
     assert triton_scan.resident_programs(registers, warps) == want
 
 
-def test_segment_rule_with_the_variants_own_slots():
-    # 16 slots per SM (a 128-register one-warp program) at issue 3's size: 2 segments (768
-    # programs x 2 <= 2,112 slots); at batch 2 as many as allowed.
-    assert triton_scan.backward_segments(8, 1536, 16, 132, programs_per_sm=16) == 2
-    assert triton_scan.backward_segments(4, 1536, 16, 132, programs_per_sm=16) == 5
-    assert triton_scan.backward_segments(2, 1536, 16, 132, programs_per_sm=16) == 8
+def test_segment_rule_with_another_launchs_slots():
+    # v3 uncapped (12 slots per SM): 1,584 slots at 132 SMs; batch 8's 768 programs fill under
+    # half of them (792), so 3 x 1,584 // 768 = 6 segments; batch 16's 1,536 programs: none.
+    assert triton_scan.backward_segments(8, 1536, 16, 132, programs_per_sm=12) == 6
+    assert triton_scan.backward_segments(16, 1536, 16, 132, programs_per_sm=12) == 1
+    assert triton_scan.backward_segments(1, 1536, 16, 132, programs_per_sm=12, max_segments=8) == 8
 
 
 @pytest.mark.gpu
