@@ -1,9 +1,9 @@
 """Triton pre-pass of the sequence-parallel ("segments") selective-scan backward.
 
 The v2-v4 backward (``triton_bwd_v2.py``, ``triton_bwd_v4.py``) may split the sequence into
-segments of whole backward chunks, each walked last chunk to first by its own programs. A segment restarts the states h from
-the forward's chunk-start checkpoints, as every chunk already does; what it lacks is the adjoint
-dL/dh entering it from the right. The adjoint is linear in that carry, and the recurrence is
+segments of whole backward chunks, each walked last chunk to first by its own programs. A segment
+restarts the states h from the forward's chunk-start checkpoints, as every chunk already does; what
+it lacks is the adjoint dL/dh entering it from the right. The adjoint is linear in that carry, and the recurrence is
 diagonal in the state, so per (batch, channel, state) a segment [t0, t1] is summarised by
 
     decay = prod_{t=t0..t1} a_t = exp(A sum_t Δ_t),
