@@ -147,14 +147,16 @@ def test_segmented_backward_matches_reference(monkeypatch, shape, cfg):
     "omit,softplus",
     [(("D", "z", "delta_bias", "initial_state"), False), (("z",), True), (("initial_state",), True)],
 )
-def test_segmented_backward_with_optional_arguments_off(monkeypatch, omit, softplus):
-    use_config(monkeypatch, bwd_segments=3)
+@pytest.mark.parametrize("kernel", ["v3", "v4"])
+def test_segmented_backward_with_optional_arguments_off(monkeypatch, omit, softplus, kernel):
+    use_config(monkeypatch, bwd_kernel=kernel, bwd_segments=3)
     assert_matches_reference(make_inputs(2, 4, 39, 4, "grouped", 2, seed=9), omit=omit, softplus=softplus, tol=5e-5)
 
 
-def test_segmented_backward_without_a_loss_on_the_last_state(monkeypatch):
+@pytest.mark.parametrize("kernel", ["v3", "v4"])
+def test_segmented_backward_without_a_loss_on_the_last_state(monkeypatch, kernel):
     # No gradient reaches the returned state: the last segment's carry-in is 0, not dlast.
-    use_config(monkeypatch, bwd_segments=3)
+    use_config(monkeypatch, bwd_kernel=kernel, bwd_segments=3)
     inputs = make_inputs(1, 4, 35, 4, seed=12)
     got = run(inputs, selective_scan_fn, last_loss=False)[2]
     want = run(inputs, selective_scan_ref, dtype=torch.float64, last_loss=False)[2]

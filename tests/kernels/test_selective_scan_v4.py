@@ -3,8 +3,9 @@
 v4 is v3's math with each in-chunk scan split into two sub-chunks folded in-lane; out and every
 gradient must equal the sequential reference's for every option (z, D, delta_bias, softplus on
 and off, each B / C layout, initial_state, a loss on the last state or not), with and without
-sequence segments, over chunk lengths whose sub-chunks are 1, 4 and 8 steps. CPU: Triton's
-interpreter, fp32; ``gpu``: bf16 at a size divisible like the timed one.
+sequence segments, over chunk lengths whose sub-chunks are 1, 4 and 8 steps (optional arguments
+off and no loss on the last state: ``test_selective_scan_segments.py``, run for v3 and v4). CPU:
+Triton's interpreter, fp32; ``gpu``: bf16 at a size divisible like the timed one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import selective_scan_fn, selective_scan_ref
+from kernels import selective_scan_fn
 
 triton_scan = pytest.importorskip("kernels.selective_scan.triton_scan")
 from test_selective_scan_triton import (  # noqa: E402
@@ -50,24 +51,6 @@ def use_v4(monkeypatch, **kw):
 def test_v4_matches_reference_with_every_option(monkeypatch, shape, cfg):
     use_v4(monkeypatch, **cfg)
     assert_matches_reference(make_inputs(*shape, seed=shape[2]), tol=5e-5)
-
-
-@pytest.mark.parametrize(
-    "omit,softplus",
-    [(("D", "z", "delta_bias", "initial_state"), False), (("z",), True), (("initial_state",), True)],
-)
-def test_v4_with_optional_arguments_off(monkeypatch, omit, softplus):
-    use_v4(monkeypatch, bwd_segments=2)
-    assert_matches_reference(make_inputs(2, 4, 39, 4, "grouped", 2, seed=9), omit=omit, softplus=softplus, tol=5e-5)
-
-
-def test_v4_without_a_loss_on_the_last_state(monkeypatch):
-    use_v4(monkeypatch, bwd_segments=2)
-    inputs = make_inputs(1, 4, 35, 4, seed=12)
-    got = run(inputs, selective_scan_fn, last_loss=False)[2]
-    want = run(inputs, selective_scan_ref, dtype=torch.float64, last_loss=False)[2]
-    for k in want:
-        assert rel_err(got[k], want[k]) < 5e-5, k
 
 
 def test_v4_equals_v3_to_rounding(monkeypatch):
