@@ -139,6 +139,33 @@ def one_call_s(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def host_ms(fn: Callable[[], object], calls: int = 20) -> float:
+    """Median host (CPU) time of one call, without synchronising: what Python, autograd and the
+    launches cost before the GPU has to wait. When it nears the GPU time, do_bench times the host."""
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
+def kernel_ms(fn: Callable[[], object], calls: int = 10) -> float:
+    """GPU time of one call as the sum of its kernels' device times (torch.profiler): the time the
+    call would take if the host never made the GPU wait."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / calls / 1e3
+
+
 def copy_bandwidth(lines: list[str]) -> float:
     """Device-to-device copy bandwidth in bytes/s (read + write), 2 GiB buffers."""
     src = torch.randn(2**29, device="cuda")
@@ -170,6 +197,7 @@ def scan_rows(lines, seqlens, bw, args) -> None:
     paths = [(name, fn) for name, fn in (("triton", selective_scan_triton), ("torch (chunked)", selective_scan_chunked),
                                           ("reference", selective_scan_ref)) if name.split()[0] in args.paths]
     too_slow: set[str] = set()
+    launch_rows: list[str] = []  # the Triton path's host vs GPU time per call
     for L in seqlens:
         elems = b * d * L
         fwd_bytes = elems * 2 * 4 + b * n * L * 2 * 2
@@ -200,6 +228,12 @@ def scan_rows(lines, seqlens, bw, args) -> None:
                     f_ms = bench_ms(fwds, args.rep) if first < 0.2 else slow_ms(fwds[0])
                 fbs = [lambda fn=fn, t=t, g=g: scan_fwd_bwd(fn, t, g) for t, g in zip(sets, douts)]
                 fb_ms = bench_ms(fbs, args.rep) if first < 0.2 else slow_ms(fbs[0])
+                if name == "triton":
+                    with torch.no_grad():
+                        f_host, f_gpu = host_ms(fwds[0]), kernel_ms(fwds[0])
+                    fb_host, fb_gpu = host_ms(fbs[0]), kernel_ms(fbs[0])
+                    launch_rows.append(f"| {L} | {f_ms:.3f} | {f_gpu:.3f} | {f_host:.3f} | {fb_ms:.3f} | "
+                                       f"{fb_gpu:.3f} | {fb_host:.3f} |")
             except torch.cuda.OutOfMemoryError:
                 too_slow.add(name)
                 lines.append(f"| {L} | {name} | out of GPU memory | | | | | |")
@@ -212,6 +246,15 @@ def scan_rows(lines, seqlens, bw, args) -> None:
         del sets, douts
         torch.cuda.empty_cache()
     lines.append("")
+    if launch_rows:
+        lines += ["### Triton scan: GPU time and host time per call", "",
+                  "do_bench times a call from its first kernel's start to its last kernel's end, so when the "
+                  "host (Python, autograd, launches) needs about as long as the GPU, it times the host. "
+                  "GPU = the sum of the call's kernel times (torch.profiler, 10 calls); host = median time to "
+                  "issue one call without waiting (20 calls).", "",
+                  "| L | fwd do_bench ms | fwd GPU ms | fwd host ms | fwd+bwd do_bench ms | fwd+bwd GPU ms "
+                  "| fwd+bwd host ms |", "|---|---|---|---|---|---|---|", *launch_rows, ""]
+        print("\n".join(lines[-len(launch_rows) - 5:]), flush=True)
 
 
 def config_sweep(lines, args) -> None:
