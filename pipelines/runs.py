@@ -39,7 +39,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """The source tree's commit and whether it has uncommitted changes (None outside git)."""
+    """The source tree's commit and whether it has uncommitted changes (None outside git).
+
+    Only a checkout whose top level is ``root`` itself counts: a copy of the tree inside another
+    repository (say, a snapshot in an ignored folder) would otherwise report that repository's
+    commit, which says nothing about the code that ran."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -47,6 +51,9 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != Path(root).resolve():
+        return {"commit": None, "dirty": None}
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status)}

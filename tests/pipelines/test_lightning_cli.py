@@ -229,3 +229,21 @@ def test_ddp_on_two_cpu_processes_needs_no_code_change(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2  # 64 samples / 32 per batch / 2 ranks, 2 epochs
+
+
+def test_run_record_names_a_commit_only_for_a_checkout_of_its_own(tmp_path):
+    """A copy of the source inside another repository (a snapshot in an ignored folder) must not
+    report that repository's commit as the code that ran."""
+    from pipelines.runs import git_state
+
+    outer = tmp_path / "outer"
+    (outer / "snapshot").mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(outer)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (outer / "a.txt").write_text("a\n")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+
+    assert git_state(outer)["commit"] is not None and git_state(outer)["dirty"] is False
+    assert git_state(outer / "snapshot") == {"commit": None, "dirty": None}
+    assert git_state(tmp_path / "not_a_repo") == {"commit": None, "dirty": None}
