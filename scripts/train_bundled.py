@@ -8,9 +8,11 @@ writes a summary table (mean ± spread over seeds) and the metrics of every run 
 
 Each run folder, package and log lands under OUT_DIR; nothing here is specific to one machine.
 Processes sharing one GPU are time-sliced (their kernels never overlap), so for the small DNA
-models, whose steps are launch-bound, many runs per GPU only share its time: 12 at once on one H200
-(beside the GPU tests) took ~1.3 s per step (benchmarks/RESULTS.md, "Residual dropout on GUE"),
-while 6 forecasters at once each finished in about 2 minutes. Keep --parallel small per GPU.
+models, whose steps are launch-bound, runs per GPU share its time. Measured on one H200 with the
+one-strand prom_core config (8 epochs each, session 5): one run alone 93 s, four at once 270 s,
+six at once ~350 s, i.e. 93 / 68 / 58 s per run; 12 at once beside the GPU tests took ~1.3 s per
+step (benchmarks/RESULTS.md, "Residual dropout on GUE"). Six forecasters at once each finished in
+about 2 minutes. Four to six runs per GPU is the sweet spot.
 """
 
 from __future__ import annotations
