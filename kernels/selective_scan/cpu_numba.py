@@ -1,4 +1,4 @@
-"""Selective scan forward as one compiled numba loop: the CPU inference path.
+"""Selective scan forward as one compiled numba loop: the CPU path (its backward: ``cpu_numba_bwd``).
 
 The chunked PyTorch path (``chunked.py``) spends most of its time in memory passes and per-op
 overhead; here every (batch, channel block) walks the sequence once with its state in a small local
@@ -230,34 +230,81 @@ def _bc_columns(t: torch.Tensor, dim: int, work: torch.dtype) -> tuple[np.ndarra
     return t.detach().to(work).permute(0, 3, 2, 1).contiguous().numpy(), dim // groups
 
 
+class ScanArrays:
+    """The kernels' view of the arguments: work-dtype numpy arrays, B / C as columns, flags."""
+
+    def __init__(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        self.batch, self.dim, self.seqlen = u.shape
+        self.dstate = A.shape[1]
+        self.work = work = torch.float64 if u.dtype == torch.float64 else torch.float32
+        arr = lambda t: t.detach().to(work).contiguous().numpy()  # noqa: E731
+        self.u, self.delta = arr(u), arr(delta)
+        self.z = arr(z) if z is not None else self.u
+        zeros = np.zeros(self.dim, dtype=self.u.dtype)
+        self.D = arr(D) if D is not None else zeros
+        self.bias = arr(delta_bias) if delta_bias is not None else zeros
+        self.B, self.b_per = _bc_columns(B, self.dim, work)
+        self.C, self.c_per = _bc_columns(C, self.dim, work)
+        self.seg = math.gcd(self.b_per or self.dim, self.c_per or self.dim)
+        A_ = A.detach().to(work)
+        self.At = A_.t().contiguous().numpy()
+        self.flags = (z is not None, D is not None, delta_bias is not None, bool(delta_softplus),
+                      work == torch.float32, bool((A_ <= 0).all()))
+
+    def initial(self, initial_state):
+        """The initial state as a fresh (batch, dim, dstate) work tensor (zeros when absent)."""
+        if initial_state is None:
+            return torch.zeros(self.batch, self.dim, self.dstate, dtype=self.work)
+        return initial_state.detach().to(self.work, copy=True).contiguous()
+
+
+def _threads():
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+    """(out in u's dtype, last state in the work dtype) from one compiled pass."""
+    a = ScanArrays(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    h = a.initial(initial_state)
+    out = torch.empty(a.batch, a.dim, a.seqlen, dtype=a.work)
+    with _LAUNCH:
+        _threads()
+        _scan(a.u, a.delta, a.z, a.D, a.bias, a.At, a.B, a.C, a.b_per, a.c_per, h.numpy(), out.numpy(), a.seg,
+              *a.flags)
+    return out.to(u.dtype), h
+
+
+class _NumbaScan(torch.autograd.Function):
+    """The compiled scan under autograd: the backward (``cpu_numba_bwd``) recomputes the states from
+    the inputs, so nothing of size (batch, dim, seqlen, dstate) is stored."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+        out, last = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state)
+        ctx.delta_softplus = delta_softplus
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        from .cpu_numba_bwd import scan_backward
+
+        return (*scan_backward(*ctx.saved_tensors, ctx.delta_softplus, dout, dlast), None)
+
+
 def selective_scan_numba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                          return_last_state=False, *, initial_state=None):
-    """``selective_scan_ref``'s results from one compiled pass over the sequence; forward only.
+    """``selective_scan_ref``'s results from one compiled pass over the sequence, differentiable.
 
     Arguments must already be checked (``_checks.scan_shapes``) and on the CPU. Computes in float32
     (float64 for float64 u); returns out in u's dtype and, with ``return_last_state``, the last state
-    (batch, dim, dstate) in the work dtype. Nothing is recorded for autograd.
+    (batch, dim, dstate) in the work dtype. Under autograd the backward is a second compiled loop
+    (``cpu_numba_bwd``); gradients come back in each input's dtype.
     """
-    batch, dim, seqlen = u.shape
-    dstate = A.shape[1]
-    work = torch.float64 if u.dtype == torch.float64 else torch.float32
-    arr = lambda t: t.detach().to(work).contiguous().numpy()
-    u_, delta_ = arr(u), arr(delta)
-    z_ = arr(z) if z is not None else u_
-    zeros = np.zeros(dim, dtype=u_.dtype)
-    D_ = arr(D) if D is not None else zeros
-    bias_ = arr(delta_bias) if delta_bias is not None else zeros
-    Bk, b_per = _bc_columns(B, dim, work)
-    Ck, c_per = _bc_columns(C, dim, work)
-    seg = math.gcd(b_per or dim, c_per or dim)
-    A_ = A.detach().to(work)
-    h = (initial_state.detach().to(work, copy=True).contiguous() if initial_state is not None
-         else torch.zeros(batch, dim, dstate, dtype=work))
-    out = torch.empty(batch, dim, seqlen, dtype=work)
-    with _LAUNCH:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _scan(u_, delta_, z_, D_, bias_, A_.t().contiguous().numpy(), Bk, Ck, b_per, c_per, h.numpy(),
-              out.numpy(), seg, z is not None, D is not None, delta_bias is not None, bool(delta_softplus),
-              work == torch.float32, bool((A_ <= 0).all()))
-    out = out.to(u.dtype)
-    return (out, h) if return_last_state else out
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        out, last = _NumbaScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+    else:
+        out, last = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    return (out, last) if return_last_state else out

@@ -8,6 +8,7 @@ pass, gradients included; realistic and extreme parameters stay finite; bad argu
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -73,6 +74,9 @@ def value_and_grads(fn, args, cotangents, softplus=True, **kw):
 
 
 def assert_matches_reference(args, softplus=True, rtol=1e-9, atol=1e-11, **kw):
+    """``scan_chunked`` (the two-level torch engine unless ``engine`` says otherwise) against the
+    reference: values and every gradient, through a loss on both out and the last state."""
+    kw.setdefault("engine", "torch")
     g = torch.Generator().manual_seed(1)
     batch, dim, seqlen = args["u"].shape
     cot = (torch.randn(batch, dim, seqlen, generator=g, dtype=F64),
@@ -144,7 +148,7 @@ def test_memory_saved_for_backward_is_far_below_one_state_per_step(monkeypatch):
     leaves = {k: v.requires_grad_() for k, v in args.items() if v is not None}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        out, last = run(selective_scan_fn, leaves, softplus=False)
+        out, last = run(functools.partial(chunked.scan_chunked, engine="torch"), leaves, softplus=False)
     # a graph of per-step ops would save several (dim, dstate) tensors per step: > 2 * this bound
     assert sum(saved) < 0.5 * batch * dim * dstate * seqlen
     (out.sum() + last.sum()).backward()
@@ -396,16 +400,66 @@ def test_numba_positive_decays_take_the_exact_exp():
 
 
 @needs_numba
-def test_numba_forward_runs_for_inference_and_torch_for_training():
+def test_numba_runs_on_cpu_tensors_for_inference_and_training():
     args = make_case(22, dtype=torch.float32)
     tensors = [args[k] for k in INPUTS]
     assert chunked._choose_engine(None, tensors) == "numba"
     leaf = args["u"].clone().requires_grad_()
-    assert chunked._choose_engine(None, [leaf, *tensors[1:]]) == "torch"
-    with torch.no_grad():
-        assert chunked._choose_engine(None, [leaf, *tensors[1:]]) == "numba"
+    assert chunked._choose_engine(None, [leaf, *tensors[1:]]) == "numba"
+    assert chunked._choose_engine("torch", [leaf, *tensors[1:]]) == "torch"
     with pytest.raises(ValueError, match="engine"):
         chunked._choose_engine("fortran", tensors)
+
+
+# The numba backward (cpu_numba_bwd): what training on CPU tensors runs when numba is installed.
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.integers(1, 9))
+def test_numba_gradients_match_reference(case, ckpt):
+    """Values and every gradient in float64, for every form of B and C, every option and odd
+    lengths, with the stored-state interval anywhere from every step to longer than the sequence."""
+    from kernels.selective_scan import cpu_numba_bwd
+
+    kw, _, _ = case
+    default, cpu_numba_bwd.CKPT_STEPS = cpu_numba_bwd.CKPT_STEPS, ckpt
+    try:
+        assert_matches_reference(make_case(**kw), kw["softplus"], rtol=1e-10, atol=1e-12, engine="numba")
+    finally:
+        cpu_numba_bwd.CKPT_STEPS = default
+
+
+@needs_numba
+@pytest.mark.parametrize("delta_max", [None, 5.0, 1e-4])
+def test_numba_gradients_realistic_and_extreme_parameters_in_float32(delta_max):
+    """fp32, Mamba's ranges over 600 steps (ten stored-state segments): every gradient finite and
+    close to float64's, in the norm (sums over hundreds of steps round differently)."""
+    args = realistic(25, 600, delta_max)
+    softplus = delta_max is None
+    g = torch.Generator().manual_seed(3)
+    cot = (torch.randn(2, 16, 600, generator=g, dtype=F64), torch.randn(2, 16, 16, generator=g, dtype=F64))
+    _, _, grads = value_and_grads(numba_fwd, args, cot, softplus)
+    _, _, ref_grads = value_and_grads(selective_scan_ref, double(args), cot, softplus)
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32 and torch.isfinite(grad).all(), name
+        err = (grad.double() - ref_grads[name]).norm() / ref_grads[name].norm()
+        assert err < 1e-4, f"{name}: relative error {err:.1e}"
+
+
+@needs_numba
+def test_numba_training_saves_only_the_inputs():
+    """The backward recomputes the states: autograd stores nothing larger than the inputs."""
+    batch, dim, dstate, seqlen = 1, 32, 16, 2000
+    args = make_case(4, batch, dim, dstate, seqlen, dtype=torch.float32)
+    leaves = {k: v.requires_grad_() for k, v in args.items() if v is not None}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out, last = run(numba_fwd, leaves)
+    assert sum(saved) <= sum(v.numel() for v in leaves.values())
+    (out.sum() + last.sum()).backward()
+    assert all(torch.isfinite(v.grad).all() for v in leaves.values())
 
 
 @needs_numba
