@@ -84,7 +84,7 @@ def _choose_engine(engine, tensors) -> str:
 
     The torch engine's backward makes element-wise passes over (batch, dim, chunk, dstate) tensors;
     the numba one walks the sequence with the state in registers: a small classifier's CPU training
-    step 9.2-9.6 s -> 6.0 s (benchmarks/NOTES.md, C2)."""
+    step 7.7 s -> ~3.2 s on one thread (benchmarks/NOTES.md, C2-C4)."""
     if engine is not None and engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES} or None, got {engine!r}")
     if engine == "numba" and numba_scan() is None:

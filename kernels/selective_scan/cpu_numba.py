@@ -127,20 +127,40 @@ def _silu(z, fast):
 
 
 @njit(inline="always")
-def _load_tile(tile, rows, t0, w):
-    """tile[i, j] = rows[j, t0 + i] for the steps left in the sequence (at most TILE)."""
-    steps = min(TILE, rows.shape[1] - t0)
+def _load_rows(tile, rows, t0, steps, w):
+    """tile[i, j] = rows[j, t0 + i] for i < steps: a (channels, seqlen) view read along the sequence."""
     for j in range(w):
         for i in range(steps):
             tile[i, j] = rows[j, t0 + i]
 
 
 @njit(inline="always")
-def _store_tile(rows, tile, t0, steps, w):
+def _store_rows(rows, tile, t0, steps, w):
     """rows[j, t0 + i] = tile[i, j] for i < steps."""
     for j in range(w):
         for i in range(steps):
             rows[j, t0 + i] = tile[i, j]
+
+
+@njit(inline="always")
+def _dt_row(dtr, vr, tile, i, bias, has_bias, softplus, fast, w):
+    """vr = delta + bias and dtr = softplus(vr) (or vr) for step row i of a delta tile. The options
+    are tested outside the channel loops: a flag tested inside kept softplus scalar."""
+    if has_bias:
+        for j in range(w):
+            vr[j] = tile[i, j] + bias[j]
+    else:
+        for j in range(w):
+            vr[j] = tile[i, j]
+    if softplus and fast:
+        for j in range(w):
+            dtr[j] = _softplus(vr[j], True)
+    elif softplus:
+        for j in range(w):
+            dtr[j] = _softplus(vr[j], False)
+    else:
+        for j in range(w):
+            dtr[j] = vr[j]
 
 
 @njit(parallel=True, fastmath=False, cache=True)
@@ -183,6 +203,7 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
                 if c_per == 0:
                     ci[n, j] = C[0, 0, n, d0 + j]
         dtr = np.empty(w, dtype=u.dtype)  # this step's dt, dt * u and y for the block's channels
+        vr = np.empty(w, dtype=u.dtype)
         xr = np.empty(w, dtype=u.dtype)
         yr = np.empty(w, dtype=u.dtype)
         brow = np.empty(w, dtype=u.dtype)
@@ -196,25 +217,15 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
         for t in range(seqlen):
             i = t % TILE
             if i == 0:
-                _load_tile(dtile, deltab, t, w)
-                _load_tile(utile, ub, t, w)
+                steps = min(TILE, seqlen - t)
+                _load_rows(dtile, deltab, t, steps, w)
+                _load_rows(utile, ub, t, steps, w)
                 if has_z:
-                    _load_tile(ztile, zb, t, w)
+                    _load_rows(ztile, zb, t, steps, w)
             tb, tc = min(t, B.shape[1] - 1), min(t, C.shape[1] - 1)
             # The options are tested outside the channel loops, so each loop is branch-free and
             # vectorises (a flag tested inside left softplus and SiLU scalar: half the kernel's time).
-            if has_bias:
-                for j in range(w):
-                    dtr[j] = dtile[i, j] + biasb[j]
-            else:
-                for j in range(w):
-                    dtr[j] = dtile[i, j]
-            if softplus and fast:
-                for j in range(w):
-                    dtr[j] = _softplus(dtr[j], True)
-            elif softplus:
-                for j in range(w):
-                    dtr[j] = _softplus(dtr[j], False)
+            _dt_row(dtr, vr, dtile, i, biasb, has_bias, softplus, fast, w)
             negative = 0  # steps with a dt < 0 (or NaN) take the exact exp
             for j in range(w):
                 xr[j] = dtr[j] * utile[i, j]
@@ -258,7 +269,7 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
             for j in range(w):
                 otile[i, j] = yr[j]
             if i == TILE - 1 or t == seqlen - 1:
-                _store_tile(outb, otile, t - i, i + 1, w)
+                _store_rows(outb, otile, t - i, i + 1, w)
         for n in range(dstate):
             for j in range(w):
                 h[b, d0 + j, n] = st[n, j]

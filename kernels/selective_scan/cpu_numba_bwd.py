@@ -25,7 +25,18 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .cpu_numba import _EXP_FLOOR, _LAUNCH, MAX_BLOCK, ScanArrays, _decay, _exp_f32, _softplus, _threads
+from .cpu_numba import (
+    _EXP_FLOOR,
+    _LAUNCH,
+    MAX_BLOCK,
+    ScanArrays,
+    _decay,
+    _dt_row,
+    _exp_f32,
+    _load_rows,
+    _store_rows,
+    _threads,
+)
 
 # Steps between stored states: the recomputed segment (ckpt + 1 states of (dstate, block)) stays in
 # L2 while the stored ones cost seqlen / ckpt states per block.
@@ -104,10 +115,15 @@ def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg
         hs = np.empty((ckpt + 1, dstate, w), dtype=u.dtype)  # one segment's states, recomputed
         decs = np.empty((ckpt, dstate, w), dtype=u.dtype)  # and its decays exp(dt A), kept for the adjoint
         ys = np.empty((ckpt, w), dtype=u.dtype)  # and its outputs before the gate
-        dtr = np.empty(w, dtype=u.dtype)  # per step: dt, u, dt * u, delta + bias (softplus' argument)
-        urow = np.empty(w, dtype=u.dtype)
-        xr = np.empty(w, dtype=u.dtype)
+        # The segment's per-step rows as (steps, channels) tiles, read and written along the sequence.
+        dtile, utile = np.empty((ckpt, w), dtype=u.dtype), np.empty((ckpt, w), dtype=u.dtype)
+        ztile, gtile = np.empty((ckpt, w), dtype=u.dtype), np.empty((ckpt, w), dtype=u.dtype)
+        dutile, ddtile = np.empty((ckpt, w), dtype=u.dtype), np.empty((ckpt, w), dtype=u.dtype)
+        dztile = np.empty((ckpt, w), dtype=u.dtype)
+        dtr = np.empty(w, dtype=u.dtype)  # per step: dt, delta + bias (softplus' argument), dt * u
         vr = np.empty(w, dtype=u.dtype)
+        xr = np.empty(w, dtype=u.dtype)
+        sgr = np.empty(w, dtype=u.dtype)  # sigmoid(z), then sigmoid(delta + bias)
         dyr = np.empty(w, dtype=u.dtype)
         ddtr = np.empty(w, dtype=u.dtype)
         dur = np.empty(w, dtype=u.dtype)
@@ -119,53 +135,54 @@ def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg
         xc = np.empty(w, dtype=u.dtype)
 
         # Pass 1: the states at the checkpoints.
-        for t in range(seqlen):
-            if t % ckpt == 0:
-                for n in range(dstate):
-                    for j in range(w):
-                        saved[t // ckpt, n, j] = st[n, j]
-            tb = min(t, B.shape[1] - 1)
-            negative = 0
-            for j in range(w):
-                v = deltab[j, t]
-                if has_bias:
-                    v += biasb[j]
-                if softplus:
-                    v = _softplus(v, fast)
-                dtr[j] = v
-                xr[j] = v * ub[j, t]
-                negative += 0 if v >= 0 else 1
-            fast_step = fast and a_nonpos and negative == 0
+        for k in range(nck):
+            s0 = k * ckpt
+            steps = min(ckpt, seqlen - s0)
             for n in range(dstate):
-                _bc_row(brow, bi, B, bb, tb, n, bcol, b_per, w)
-                if fast_step:
-                    for j in range(w):
-                        st[n, j] = _decay(dtr[j] * ab[n, j], True) * st[n, j] + xr[j] * brow[j]
-                else:
-                    for j in range(w):
-                        st[n, j] = _decay(dtr[j] * ab[n, j], False) * st[n, j] + xr[j] * brow[j]
+                for j in range(w):
+                    saved[k, n, j] = st[n, j]
+            _load_rows(dtile, deltab, s0, steps, w)
+            _load_rows(utile, ub, s0, steps, w)
+            for i in range(steps):
+                tb = min(s0 + i, B.shape[1] - 1)
+                _dt_row(dtr, vr, dtile, i, biasb, has_bias, softplus, fast, w)
+                negative = 0
+                for j in range(w):
+                    xr[j] = dtr[j] * utile[i, j]
+                    negative += 0 if dtr[j] >= 0 else 1
+                fast_step = fast and a_nonpos and negative == 0
+                for n in range(dstate):
+                    _bc_row(brow, bi, B, bb, tb, n, bcol, b_per, w)
+                    if fast_step:
+                        for j in range(w):
+                            st[n, j] = _decay(dtr[j] * ab[n, j], True) * st[n, j] + xr[j] * brow[j]
+                    else:
+                        for j in range(w):
+                            st[n, j] = _decay(dtr[j] * ab[n, j], False) * st[n, j] + xr[j] * brow[j]
 
         # Pass 2: segments from last to first.
         for k in range(nck - 1, -1, -1):
             s0 = k * ckpt
-            s1 = min(s0 + ckpt, seqlen)
+            steps = min(ckpt, seqlen - s0)
+            _load_rows(dtile, deltab, s0, steps, w)
+            _load_rows(utile, ub, s0, steps, w)
+            _load_rows(gtile, doutb, s0, steps, w)
+            if has_z:
+                _load_rows(ztile, zb, s0, steps, w)
             for n in range(dstate):
                 for j in range(w):
                     hs[0, n, j] = saved[k, n, j]
-            for t in range(s0, s1):  # recompute the segment's states, decays and pre-gate outputs
-                i = t - s0
-                tb, tc = min(t, B.shape[1] - 1), min(t, C.shape[1] - 1)
+            for i in range(steps):  # recompute the segment's states, decays and pre-gate outputs
+                tb, tc = min(s0 + i, B.shape[1] - 1), min(s0 + i, C.shape[1] - 1)
+                _dt_row(dtr, vr, dtile, i, biasb, has_bias, softplus, fast, w)
                 negative = 0
                 for j in range(w):
-                    v = deltab[j, t]
-                    if has_bias:
-                        v += biasb[j]
-                    if softplus:
-                        v = _softplus(v, fast)
-                    dtr[j] = v
-                    xr[j] = v * ub[j, t]
-                    ys[i, j] = ub[j, t] * Db[j] if has_D else 0
-                    negative += 0 if v >= 0 else 1
+                    xr[j] = dtr[j] * utile[i, j]
+                    ys[i, j] = 0
+                    negative += 0 if dtr[j] >= 0 else 1
+                if has_D:
+                    for j in range(w):
+                        ys[i, j] = utile[i, j] * Db[j]
                 fast_step = fast and a_nonpos and negative == 0
                 for n in range(dstate):
                     _bc_row(brow, bi, B, bb, tb, n, bcol, b_per, w)
@@ -180,29 +197,32 @@ def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg
                         hn = decs[i, n, j] * hs[i, n, j] + xr[j] * brow[j]
                         hs[i + 1, n, j] = hn
                         ys[i, j] += hn * crow[j]
-            for t in range(s1 - 1, s0 - 1, -1):  # the adjoint, backwards through the segment
-                i = t - s0
+            for i in range(steps - 1, -1, -1):  # the adjoint, backwards through the segment
+                t = s0 + i
                 tb, tc = min(t, B.shape[1] - 1), min(t, C.shape[1] - 1)
-                for j in range(w):
-                    v = deltab[j, t]
-                    if has_bias:
-                        v += biasb[j]
-                    vr[j] = v
-                    dtr[j] = _softplus(v, fast) if softplus else v
-                    urow[j] = ub[j, t]
-                    go = doutb[j, t]
-                    if has_z:
-                        zv = zb[j, t]
-                        sg = _sigmoid(zv, fast)
+                _dt_row(dtr, vr, dtile, i, biasb, has_bias, softplus, fast, w)
+                if has_z:  # dy = dout silu(z), dz = dout y silu'(z)
+                    if fast:
+                        for j in range(w):
+                            sgr[j] = _sigmoid(ztile[i, j], True)
+                    else:
+                        for j in range(w):
+                            sgr[j] = _sigmoid(ztile[i, j], False)
+                    for j in range(w):
+                        zv, sg, go = ztile[i, j], sgr[j], gtile[i, j]
                         dyr[j] = go * zv * sg
-                        dzb[j, t] = go * ys[i, j] * sg * (1 + zv * (1 - sg))
-                    else:
-                        dyr[j] = go
-                    if has_D:
-                        dDr[j] += dyr[j] * urow[j]
+                        dztile[i, j] = go * ys[i, j] * sg * (1 + zv * (1 - sg))
+                else:
+                    for j in range(w):
+                        dyr[j] = gtile[i, j]
+                if has_D:
+                    for j in range(w):
+                        dDr[j] += dyr[j] * utile[i, j]
                         dur[j] = dyr[j] * Db[j]
-                    else:
+                else:
+                    for j in range(w):
                         dur[j] = 0
+                for j in range(w):
                     ddtr[j] = 0
                 for n in range(dstate):
                     _bc_row(brow, bi, B, bb, tb, n, bcol, b_per, w)
@@ -212,10 +232,10 @@ def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg
                         a = decs[i, n, j]
                         gh = gn * a * hs[i, n, j]
                         gb = gn * brow[j]
-                        ddtr[j] += gh * ab[n, j] + gb * urow[j]
+                        ddtr[j] += gh * ab[n, j] + gb * utile[i, j]
                         dAb[n, j] += gh * dtr[j]
                         dur[j] += gb * dtr[j]
-                        xb[j] = gn * dtr[j] * urow[j]
+                        xb[j] = gn * dtr[j] * utile[i, j]
                         xc[j] = dyr[j] * hs[i + 1, n, j]
                         g[n, j] = gn * a  # dL/dh_{t-1}, before C_{t-1} dy_{t-1} is added
                     if b_per == 0:
@@ -234,11 +254,23 @@ def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg
                         for j in range(1, w):
                             acc += xc[j]
                         dC[b, blk, t, n] = acc
+                if softplus:  # d softplus(v) / dv = sigmoid(v)
+                    if fast:
+                        for j in range(w):
+                            sgr[j] = _sigmoid(vr[j], True)
+                    else:
+                        for j in range(w):
+                            sgr[j] = _sigmoid(vr[j], False)
+                    for j in range(w):
+                        ddtr[j] *= sgr[j]
                 for j in range(w):
-                    dd = ddtr[j] * _sigmoid(vr[j], fast) if softplus else ddtr[j]
-                    ddeltab[j, t] = dd
-                    dbr[j] += dd
-                    dub[j, t] = dur[j]
+                    ddtile[i, j] = ddtr[j]
+                    dbr[j] += ddtr[j]
+                    dutile[i, j] = dur[j]
+            _store_rows(dub, dutile, s0, steps, w)
+            _store_rows(ddeltab, ddtile, s0, steps, w)
+            if has_z:
+                _store_rows(dzb, dztile, s0, steps, w)
         for n in range(dstate):
             for j in range(w):
                 dh0[b, d0 + j, n] = g[n, j]
