@@ -12,10 +12,12 @@ from pipelines.data.errors import InputError
 from pipelines.data.fasta import SequenceRecord, read_sequences
 
 # Largest genome (all records together) scored here. Measured with benchmarks/bench_app_genome.py:
-# the shipped gene caller's architecture read 781 bases per second on 2 busy CPU cores
-# (benchmarks/RESULTS.md), so the limit takes about two minutes; larger genomes go through the CLI.
-MAX_GENOME_BP = 100_000
-CPU_BP_PER_S = 800
+# the shipped gene caller's architecture reads 4,118 bases per second on 2 quiet CPU cores with the
+# numba scan of session 5 (781 on 2 busy cores before it; benchmarks/RESULTS.md). The caption
+# assumes half the quiet rate for a machine doing other work, so the limit takes about two minutes;
+# larger genomes go through the CLI.
+MAX_GENOME_BP = 250_000
+CPU_BP_PER_S = 2_000
 # Points per strand in the probability chart: enough for the eye, small for the browser.
 MAX_CHART_POINTS = 1_500
 SAMPLE = common.SAMPLES_DIR / "phage_lambda_NC_001416.fa"

@@ -40,7 +40,7 @@ def test_without_a_gene_caller_the_page_says_none_is_bundled_and_states_its_limi
     assert not at.exception and not at.error
     assert any("No gene caller is bundled" in w.value for w in at.warning)
     assert not [b for b in at.button if b.key == "genome_go"]
-    assert "100,000 bp" in at.caption[0].value and "seqmamba score" in at.caption[0].value
+    assert "250,000 bp" in at.caption[0].value and "seqmamba score" in at.caption[0].value
 
 
 def test_an_uploaded_gene_caller_can_be_chosen(models_env, gene_models):
@@ -107,7 +107,7 @@ def test_the_phage_lambda_sample_is_annotated(genes_env):
 
 @pytest.mark.parametrize("name, data, message", [
     ("protein.fa", b">p1\nMKVLLAEEFFPQWRRSTLLKPEEFF\n", "record 'p1'"),
-    ("big.fa", f">big\n{'ACGT' * 25_001}\n".encode(), "more than 100,000 bp"),
+    ("big.fa", f">big\n{'ACGT' * 62_501}\n".encode(), "more than 250,000 bp"),
 ])
 def test_bad_or_too_large_genomes_get_a_short_message_and_the_page_goes_on(genes_env, name, data, message):
     at = call_genes_now(upload(open_genome_page(), name, data))
