@@ -127,6 +127,19 @@ def _silu(z, fast):
 
 
 @njit(inline="always")
+def _load_block(st, ab, bi, ci, h, At, B, C, b, d0, w, b_per, c_per):
+    """A block's (dstate, channels) arrays: its state from h, A, and B / C where time-invariant."""
+    for n in range(st.shape[0]):
+        for j in range(w):
+            st[n, j] = h[b, d0 + j, n]
+            ab[n, j] = At[n, d0 + j]
+            if b_per == 0:
+                bi[n, j] = B[0, 0, n, d0 + j]
+            if c_per == 0:
+                ci[n, j] = C[0, 0, n, d0 + j]
+
+
+@njit(inline="always")
 def _load_rows(tile, rows, t0, steps, w):
     """tile[i, j] = rows[j, t0 + i] for i < steps: a (channels, seqlen) view read along the sequence."""
     for j in range(w):
@@ -194,14 +207,7 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
         ab = np.empty((dstate, w), dtype=u.dtype)
         bi = np.zeros((dstate, w), dtype=u.dtype)  # B and C when time-invariant
         ci = np.zeros((dstate, w), dtype=u.dtype)
-        for n in range(dstate):
-            for j in range(w):
-                st[n, j] = h[b, d0 + j, n]
-                ab[n, j] = At[n, d0 + j]
-                if b_per == 0:
-                    bi[n, j] = B[0, 0, n, d0 + j]
-                if c_per == 0:
-                    ci[n, j] = C[0, 0, n, d0 + j]
+        _load_block(st, ab, bi, ci, h, At, B, C, b, d0, w, b_per, c_per)
         dtr = np.empty(w, dtype=u.dtype)  # this step's dt, dt * u and y for the block's channels
         vr = np.empty(w, dtype=u.dtype)
         xr = np.empty(w, dtype=u.dtype)

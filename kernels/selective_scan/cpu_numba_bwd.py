@@ -33,6 +33,7 @@ from .cpu_numba import (
     _decay,
     _dt_row,
     _exp_f32,
+    _load_block,
     _load_rows,
     _store_rows,
     _threads,
@@ -102,15 +103,10 @@ def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg
         dAb = np.zeros((dstate, w), dtype=u.dtype)
         dBi = np.zeros((dstate, w), dtype=u.dtype)
         dCi = np.zeros((dstate, w), dtype=u.dtype)
+        _load_block(st, ab, bi, ci, h0, At, B, C, b, d0, w, b_per, c_per)
         for n in range(dstate):
             for j in range(w):
-                st[n, j] = h0[b, d0 + j, n]
                 g[n, j] = dlast[b, d0 + j, n]
-                ab[n, j] = At[n, d0 + j]
-                if b_per == 0:
-                    bi[n, j] = B[0, 0, n, d0 + j]
-                if c_per == 0:
-                    ci[n, j] = C[0, 0, n, d0 + j]
         saved = np.empty((nck, dstate, w), dtype=u.dtype)  # the state before steps 0, ckpt, 2 ckpt, ...
         hs = np.empty((ckpt + 1, dstate, w), dtype=u.dtype)  # one segment's states, recomputed
         decs = np.empty((ckpt, dstate, w), dtype=u.dtype)  # and its decays exp(dt A), kept for the adjoint
