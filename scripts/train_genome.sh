@@ -13,6 +13,8 @@
 #   TIMING_GENOME  genome whose whole-genome inference is timed (E. coli K-12)
 #   FIT_ARGS       extra arguments for 'seqmamba fit', e.g. "--trainer.max_steps 100"
 #   WORK           scratch folder for the run and predictions (a new temporary folder)
+#   DECODER        decoder settings (JSON) written into the package's config.json before the held-out call,
+#                  e.g. '{"adaptive": true, "min_score": 30}' (the bundled package's); default: none
 # The held-out genome is the config's data.init_args.test[0]; its genetic code and topology come from
 # its annotation. pyrodigal is used when importable; otherwise the summary points at the reference
 # figures in benchmarks/RESULTS.md.
@@ -78,6 +80,19 @@ LICENCE="public NCBI RefSeq / ENA records; the repositories they were copied fro
 A. thaliana chloroplast (Biopython's test file: Biopython License Agreement); see the shared data README"
 "$PY" -m pipelines.cli export "$RUN" "$PKG" --licence "$LICENCE" >/dev/null
 log "exported $PKG"
+if [[ -n ${DECODER:-} ]]; then
+  "$PY" - "$PKG/config.json" "$DECODER" <<'EOF'
+import json, sys
+from pipelines.atomic import write_json_atomic
+from pipelines.genome.decoder import decoder_for_package
+path, settings = sys.argv[1], json.loads(sys.argv[2])
+config = json.load(open(path))
+config["decoder"] = settings
+decoder_for_package(config, source=path)  # refuse unknown settings here, not after the genome is read
+write_json_atomic(path, config)
+EOF
+  log "decoder settings $DECODER"
+fi
 
 # 3. Call genes on the held-out genome and score them (beside pyrodigal when it is installed).
 INFO=$(to_fasta "$HELDOUT" "$WORK/heldout.fa")
