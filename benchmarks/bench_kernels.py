@@ -155,15 +155,10 @@ def host_ms(fn: Callable[[], object], calls: int = 20) -> float:
 def kernel_ms(fn: Callable[[], object], calls: int = 10) -> float:
     """GPU time of one call as the sum of its kernels' device times (torch.profiler): the time the
     call would take if the host never made the GPU wait."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    return sum(e.self_device_time_total for e in prof.key_averages()) / calls / 1e3
+    kernels = _profiled_kernels(fn, calls)
+    if kernels is None:
+        return float("nan")
+    return sum(sum(durations) for durations in kernels.values()) / calls / 1e3
 
 
 def copy_bandwidth(lines: list[str]) -> float:
