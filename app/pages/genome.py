@@ -12,12 +12,12 @@ from pipelines.data.errors import InputError
 from pipelines.data.fasta import SequenceRecord, read_sequences
 
 # Largest genome (all records together) scored here. Measured with benchmarks/bench_app_genome.py:
-# the shipped gene caller's architecture reads 4,118 bases per second on 2 quiet CPU cores with the
-# numba scan of session 5 (781 on 2 busy cores before it; benchmarks/RESULTS.md). The caption
-# assumes half the quiet rate for a machine doing other work, so the limit takes about two minutes;
-# larger genomes go through the CLI.
+# the shipped gene caller (d_model 192 since session 6) reads 1,438 bases per second on one thread of
+# a 2-core CPU whose other core is busy, 1.8x slower than the d_model 128 model it replaced under the
+# same conditions (2,572; that model read 4,118 on 2 quiet cores; benchmarks/RESULTS.md). The caption
+# assumes 1,500, so the limit takes about three minutes; larger genomes go through the CLI.
 MAX_GENOME_BP = 250_000
-CPU_BP_PER_S = 2_000
+CPU_BP_PER_S = 1_500
 # Points per strand in the probability chart: enough for the eye, small for the browser.
 MAX_CHART_POINTS = 1_500
 SAMPLE = common.SAMPLES_DIR / "phage_lambda_NC_001416.fa"
@@ -30,8 +30,8 @@ st.title("Genome annotation")
 st.caption(f"Call the protein-coding genes of a bacterial, archaeal, phage or organelle genome with a gene-caller "
            f"model: upload a FASTA file (plain or gzip) of up to {MAX_GENOME_BP:,} bp in all. On a CPU this page "
            f"scores about {CPU_BP_PER_S:,} bp per second with the shipped model's size (so "
-           f"{MAX_GENOME_BP // 1000} kb takes about {MAX_GENOME_BP // CPU_BP_PER_S // 60} minutes); larger genomes "
-           f"go through the command line: `{CLI}`.")
+           f"{MAX_GENOME_BP // 1000} kb takes about {round(MAX_GENOME_BP / CPU_BP_PER_S / 60)} minutes); larger "
+           f"genomes go through the command line: `{CLI}`.")
 
 
 def _is_gene_caller(loaded: common.LoadedModel) -> bool:
