@@ -66,6 +66,26 @@ for entry in "$HELDOUT" "$TIMING_GENOME"; do
   done
 done
 log "work folder $WORK; held-out genome $HELDOUT"
+# Decoder settings are checked before training, not after minutes of it.
+set_decoder() {  # set_decoder CONFIG_JSON_OR_EMPTY: with a path, writes the settings into that package config
+  "$PY" - "$DECODER" "${1:-}" <<'EOF'
+import json, sys
+from pipelines.atomic import write_json_atomic
+from pipelines.data.errors import InputError
+from pipelines.genome.decoder import decoder_for_package
+text, path = sys.argv[1:]
+try:
+    settings = json.loads(text)
+    decoder_for_package({"decoder": settings}, source="DECODER")
+except (ValueError, InputError) as err:  # json.JSONDecodeError is a ValueError
+    sys.exit(f"train_genome: DECODER={text!r} is not a valid decoder setting: {err}")
+if path:
+    config = json.load(open(path))
+    config["decoder"] = settings
+    write_json_atomic(path, config)
+EOF
+}
+if [[ -n ${DECODER:-} ]]; then set_decoder; fi
 
 # 1. Train.
 FIT_CMD=("$PY" -m pipelines.cli fit --config "$CONFIG" --trainer.default_root_dir "$RUN" "${FIT_EXTRA[@]}")
@@ -81,16 +101,7 @@ A. thaliana chloroplast (Biopython's test file: Biopython License Agreement); se
 "$PY" -m pipelines.cli export "$RUN" "$PKG" --licence "$LICENCE" >/dev/null
 log "exported $PKG"
 if [[ -n ${DECODER:-} ]]; then
-  "$PY" - "$PKG/config.json" "$DECODER" <<'EOF'
-import json, sys
-from pipelines.atomic import write_json_atomic
-from pipelines.genome.decoder import decoder_for_package
-path, settings = sys.argv[1], json.loads(sys.argv[2])
-config = json.load(open(path))
-config["decoder"] = settings
-decoder_for_package(config, source=path)  # refuse unknown settings here, not after the genome is read
-write_json_atomic(path, config)
-EOF
+  set_decoder "$PKG/config.json"
   log "decoder settings $DECODER"
 fi
 
