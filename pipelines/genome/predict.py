@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from pipelines.cpu_memory import keep_freed_memory
 from pipelines.data.alphabet import tokenize
 from pipelines.data.errors import InputError
 from pipelines.genome.adaptive import decode_genome
@@ -201,7 +202,7 @@ def predict_probabilities(
     model.eval()
     bar = tqdm(total=length, unit="bp", unit_scale=True, desc=desc, disable=not progress, file=sys.stderr)
     try:
-        with _flush_denormals(device), torch.inference_mode(), amp:
+        with _flush_denormals(device), keep_freed_memory(device), torch.inference_mode(), amp:
             for group in _batches(tiles, batch_windows):
                 starts = torch.tensor([t.start for t in group], device=device)
                 index = (starts[:, None] + torch.arange(group[0].width, device=device)) % length  # (b, width)
