@@ -30,7 +30,8 @@ def libc(monkeypatch):
 
 
 def settings(fake):
-    return {(p, v) for name, *rest in fake.calls if name == "mallopt" for p, v in [rest]}
+    """The (parameter, value) pairs passed to mallopt so far."""
+    return {call[1:] for call in fake.calls if call[0] == "mallopt"}
 
 
 def test_a_cpu_run_raises_both_thresholds_then_restores_the_usual_ones_and_trims(libc):
