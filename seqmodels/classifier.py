@@ -10,7 +10,7 @@ from torch import nn
 
 from . import vocab
 from .backbone import BackboneConfig
-from .dna import DNABackbone, check_tokens
+from .dna import DNABackbone, check_stem_kernel, check_tokens
 from .heads import config_kwargs, mirror_symmetric_mean, pool
 from .masking import masked_max
 from .registry import PackagedModel, register
@@ -22,9 +22,11 @@ class ClassifierConfig(BackboneConfig):
     class_names: tuple[str, ...] | None = None
     pooling: Literal["mean", "max", "last", "cls"] = "mean"
     rc_equivariant: bool = False
+    stem_kernel: int = 0  # > 0: a convolution this many bases wide before the Mamba stack (dna.ConvStem)
 
     def __post_init__(self):
         super().__post_init__()
+        check_stem_kernel(self.stem_kernel)
         if self.n_classes < 1:
             raise ValueError(f"n_classes must be at least 1, got {self.n_classes}")
         if self.class_names is not None and len(self.class_names) != self.n_classes:
@@ -52,15 +54,16 @@ class MambaClassifier(PackagedModel):
                  pooling: Literal["mean", "max", "last", "cls"] = "mean", rc_equivariant: bool = False,
                  d_model: int = 128, n_layer: int = 4, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  bidirectional: bool = False, weight_sharing: Literal["shared", "separate"] = "shared",
-                 norm_eps: float = 1e-5, checkpointing: bool = False, dropout: float = 0.0):
+                 norm_eps: float = 1e-5, checkpointing: bool = False, dropout: float = 0.0,
+                 stem_kernel: int = 0):
         super().__init__()
         self.config = ClassifierConfig(
             d_model=d_model, n_layer=n_layer, d_state=d_state, d_conv=d_conv, expand=expand,
             bidirectional=bidirectional, weight_sharing=weight_sharing, norm_eps=norm_eps,
             checkpointing=checkpointing, dropout=dropout, n_classes=n_classes,
             class_names=None if class_names is None else tuple(class_names), pooling=pooling,
-            rc_equivariant=rc_equivariant)
-        self.backbone = DNABackbone(self.config, rc_equivariant=rc_equivariant)
+            rc_equivariant=rc_equivariant, stem_kernel=stem_kernel)
+        self.backbone = DNABackbone(self.config, rc_equivariant=rc_equivariant, stem_kernel=stem_kernel)
         self.head = nn.Linear(d_model, n_classes)
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import vocab
@@ -43,19 +44,55 @@ def check_tokens(tokens: torch.Tensor, lengths: torch.Tensor | None) -> None:
     check_lengths(lengths, tokens.shape[0], tokens.shape[1])
 
 
-class DNABackbone(nn.Module):
-    """tokens (batch, seqlen) long, lengths (batch,) | None -> StrandFeatures."""
+def check_stem_kernel(stem_kernel: int) -> None:
+    if stem_kernel != 0 and (stem_kernel < 3 or stem_kernel % 2 == 0 or stem_kernel > 31):
+        raise ValueError(f"stem_kernel must be 0 (no stem) or an odd width from 3 to 31, got {stem_kernel}")
 
-    def __init__(self, config: BackboneConfig, rc_equivariant: bool = False):
+
+class ConvStem(nn.Module):
+    """embeddings + GELU(conv(embeddings)): motif detectors ``kernel_size`` bases wide, mixing all
+    channels, in front of the Mamba stack (whose own short depthwise conv does not mix channels).
+
+    Centred on each base for a bidirectional backbone; causal (left context only) otherwise, so a
+    causal model stays causal. Padded positions are zeroed first: padding never reaches a real base.
+    Applied to each strand alike, so the RC-equivariant backbone stays exactly equivariant.
+    """
+
+    def __init__(self, d_model: int, kernel_size: int, centred: bool):
+        super().__init__()
+        check_stem_kernel(kernel_size)
+        self.pad = (kernel_size // 2, kernel_size // 2) if centred else (kernel_size - 1, 0)
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (batch, seqlen, d_model); mask (batch, seqlen) bool, True at real tokens, or None."""
+        if mask is not None:
+            x = x * mask[..., None].to(x.dtype)
+        y = self.conv(F.pad(x.transpose(1, 2), self.pad)).transpose(1, 2)
+        return x + F.gelu(y).to(x.dtype)
+
+
+class DNABackbone(nn.Module):
+    """tokens (batch, seqlen) long, lengths (batch,) | None -> StrandFeatures.
+
+    ``stem_kernel`` > 0 puts a :class:`ConvStem` of that width between the embedding and the stack.
+    """
+
+    def __init__(self, config: BackboneConfig, rc_equivariant: bool = False, stem_kernel: int = 0):
         super().__init__()
         self.rc_equivariant = rc_equivariant
         self.embedding = nn.Embedding(vocab.VOCAB_SIZE, config.d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
+        self.stem = ConvStem(config.d_model, stem_kernel, centred=config.bidirectional) if stem_kernel else None
         self.stack = MambaStack(config)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """One strand: (batch, seqlen) ids -> (batch, seqlen, d_model) fp32 features."""
-        return self.stack(self.embedding(tokens.long()), lengths_to_mask(lengths, tokens.shape[1]))
+        mask = lengths_to_mask(lengths, tokens.shape[1])
+        hidden = self.embedding(tokens.long())
+        if self.stem is not None:
+            hidden = self.stem(hidden, mask)
+        return self.stack(hidden, mask)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> StrandFeatures:
         check_tokens(tokens, lengths)

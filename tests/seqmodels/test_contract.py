@@ -31,6 +31,11 @@ CASES = {
     "classifier-causal-cls": Case(lambda: MambaClassifier(n_classes=3, pooling="cls", **BACKBONE), "dna"),
     "classifier-bidirectional-rc": Case(
         lambda: MambaClassifier(n_classes=3, rc_equivariant=True, bidirectional=True, **BACKBONE), "dna"),
+    "classifier-stem-bidirectional-rc": Case(
+        lambda: MambaClassifier(n_classes=3, rc_equivariant=True, bidirectional=True, stem_kernel=5, **BACKBONE),
+        "dna"),
+    "classifier-stem-causal-max": Case(lambda: MambaClassifier(n_classes=2, pooling="max", stem_kernel=3, **BACKBONE),
+                                       "dna"),
     "tagger-rc": Case(lambda: MambaTagger(n_tracks=2, n_classes=4, rc_equivariant=True, **BACKBONE), "dna"),
     "tagger-bidirectional": Case(lambda: MambaTagger(n_tracks=3, n_classes=2, bidirectional=True,
                                                      weight_sharing="separate", **BACKBONE), "dna"),

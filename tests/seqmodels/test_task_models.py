@@ -23,14 +23,43 @@ def dna(batch, seqlen, lengths, seed):
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_rc_equivariant_classifier_gives_identical_logits_for_the_reverse_complement(pooling, bidirectional):
+@pytest.mark.parametrize("stem_kernel", [0, 5])
+def test_rc_equivariant_classifier_gives_identical_logits_for_the_reverse_complement(pooling, bidirectional,
+                                                                                     stem_kernel):
     torch.manual_seed(0)
-    model = MambaClassifier(n_classes=3, pooling=pooling, rc_equivariant=True, bidirectional=bidirectional, **TINY)
+    model = MambaClassifier(n_classes=3, pooling=pooling, rc_equivariant=True, bidirectional=bidirectional,
+                            stem_kernel=stem_kernel, **TINY)
     tokens, lengths = dna(3, 20, [20, 13, 6], seed=1)
     logits = model(tokens, lengths)
     assert torch.equal(logits, model(vocab.reverse_complement(tokens, lengths), lengths))
-    plain = MambaClassifier(n_classes=3, pooling=pooling, **TINY)  # the property is not an accident
+    plain = MambaClassifier(n_classes=3, pooling=pooling, stem_kernel=stem_kernel, **TINY)  # not an accident
     assert not torch.allclose(plain(tokens, lengths), plain(vocab.reverse_complement(tokens, lengths), lengths))
+
+
+def test_conv_stem_of_a_causal_classifier_reads_no_later_base():
+    torch.manual_seed(5)
+    model = MambaClassifier(n_classes=2, stem_kernel=7, **TINY)
+    tokens, _ = dna(2, 24, [24, 24], seed=6)
+    changed = tokens.clone()
+    changed[:, 15:] = vocab.A + (changed[:, 15:] - vocab.A + 1) % 4  # every base from 15 on
+    before, after = model.backbone(tokens).forward, model.backbone(changed).forward
+    torch.testing.assert_close(before[:, :15], after[:, :15], rtol=0, atol=0)
+    assert not torch.allclose(before[:, 15:], after[:, 15:])
+
+
+def test_conv_stem_of_a_bidirectional_classifier_reads_both_sides_of_a_base():
+    torch.manual_seed(5)
+    stem = MambaClassifier(n_classes=2, bidirectional=True, stem_kernel=7, **TINY).backbone.stem
+    x = torch.zeros(1, 21, TINY["d_model"])
+    x[0, 10] = 1.0  # one base's embedding: the stem's output moves at 3 bases on either side, no farther
+    moved = (stem(x, None) - stem(torch.zeros_like(x), None)).abs().sum(-1)[0]
+    assert moved[7:14].gt(0).all() and moved[:7].eq(0).all() and moved[14:].eq(0).all()
+
+
+@pytest.mark.parametrize("stem_kernel", [-1, 1, 4, 33])
+def test_conv_stem_width_must_be_odd_and_small(stem_kernel):
+    with pytest.raises(ValueError, match="stem_kernel"):
+        MambaClassifier(stem_kernel=stem_kernel, **TINY)
 
 
 def test_rc_classifier_refuses_order_dependent_pooling():
