@@ -3,6 +3,7 @@ the measured seam bound (linear and circular), exact stitching of a known answer
 atomic GFF3 / bedGraph output, bad input, and the command line."""
 
 import json
+import logging
 import os
 from types import SimpleNamespace
 
@@ -14,12 +15,14 @@ from torch import nn
 
 from pipelines.data.errors import InputError
 from pipelines.data.paths import SAMPLES
+from pipelines.genome import predict as predict_module
 from pipelines.genome.annotation import read_genbank
 from pipelines.genome.decoder import DecoderConfig
 from pipelines.genome.evaluate import evaluate
 from pipelines.genome.gff3 import read_gff3
 from pipelines.genome.labels import cds_labels
 from pipelines.genome.predict import (
+    GAP_WARNING,
     Tile,
     annotate_genome,
     batch_tokens,
@@ -115,6 +118,21 @@ def test_stitched_equals_single_window_within_the_seam_bound(seed):
     # Without context the seams show: the check above is not vacuous.
     bare = predict_probabilities(model, tokens, window=2000, overlap=0)
     assert np.abs(bare.probs - full).max() > 2 * stitched.max_seam_gap + 1e-5
+
+
+def test_only_a_seam_gap_above_the_threshold_warns(caplog, monkeypatch):
+    model = sharp_tagger(seed=0)
+    tokens = lambda_tokens(6000)
+    with caplog.at_level(logging.INFO, logger="pipelines.genome.predict"):
+        gap = predict_probabilities(model, tokens, window=2000, overlap=250, desc="chr1").max_seam_gap
+    assert 0 < gap < GAP_WARNING
+    assert [r.levelno for r in caplog.records] == [logging.INFO] and "agree to within" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(predict_module, "GAP_WARNING", gap / 2)
+    with caplog.at_level(logging.INFO, logger="pipelines.genome.predict"):
+        predict_probabilities(model, tokens, window=2000, overlap=250, desc="chr1")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "chr1" in caplog.text and "overlap 250 bp" in caplog.text and "raise the overlap" in caplog.text
 
 
 def test_one_window_is_the_single_pass_and_batching_changes_nothing():
