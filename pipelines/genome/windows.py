@@ -104,12 +104,17 @@ def label_sequences(sequences: list[AnnotatedSequence]) -> list[LabelledSequence
     return out
 
 
-def load_labelled(entry: str, root: str | os.PathLike = ".") -> list[LabelledSequence]:
-    """Labelled sequences of one split entry (a GenBank path, or ``"gtf,fasta"``) under ``root``."""
+def read_entry(entry: str, root: str | os.PathLike = ".") -> list[AnnotatedSequence]:
+    """Annotated sequences of one split entry (a GenBank path, or ``"gtf,fasta"``) under ``root``."""
     paths = [os.path.join(root, p.strip()) for p in entry.split(",")]
     if len(paths) > 2:
         raise InputError(f"split entry {entry!r}: expected a GenBank path or 'annotation.gtf,genome.fa'")
-    return label_sequences(read_annotation(paths[0], paths[1] if len(paths) == 2 else None))
+    return read_annotation(paths[0], paths[1] if len(paths) == 2 else None)
+
+
+def load_labelled(entry: str, root: str | os.PathLike = ".") -> list[LabelledSequence]:
+    """Labelled sequences of one split entry (see :func:`read_entry`)."""
+    return label_sequences(read_entry(entry, root))
 
 
 def region_blocks(sequences: list[LabelledSequence], fractions: tuple[float, float, float]) -> dict[str, list[Region]]:

@@ -1,0 +1,128 @@
+"""Gene-level validation during training: a perfect tagger scores 1, a silent one 0 (never NaN), the
+callback logs the figures a ModelCheckpoint can choose on, and a bad genome entry stops the run
+before training starts."""
+
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from Bio import SeqIO
+from Bio.Seq import Seq
+from Bio.SeqFeature import FeatureLocation, SeqFeature
+from Bio.SeqRecord import SeqRecord
+from torch import nn
+
+from pipelines.data.errors import InputError
+from pipelines.genome.annotation import CDS, AnnotatedSequence
+from pipelines.genome.datamodule import GenomeDataModule
+from pipelines.genome.decoder import DecoderConfig
+from pipelines.genome.labels import cds_labels
+from pipelines.genome.validation import GeneCallValidation, gene_call_scores
+from pipelines.tasks import TaggingTask
+from seqmodels import MambaTagger, vocab
+
+pytestmark = pytest.mark.usefixtures("quick_cpu")
+_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+CODONS = ("GCA", "GCT", "GAA", "GAT", "AAA", "CTG")
+
+
+def genome(seqid, length=12_000, seed=0):
+    """Random DNA with ATG...stop genes of 80-120 codons on both strands."""
+    rng = np.random.default_rng(seed)
+    seq, cds, pos = list(rng.choice(list("ACGT"), size=length)), [], 100
+    while pos + 400 < length - 100:
+        gene = "ATG" + "".join(rng.choice(CODONS, size=int(rng.integers(80, 120)))) + "TAA"
+        strand = 1 if len(cds) % 2 == 0 else -1
+        seq[pos : pos + len(gene)] = gene if strand == 1 else gene[::-1].translate(_COMPLEMENT)
+        cds.append(CDS(seqid, ((pos, pos + len(gene), strand),), id=f"{seqid}_{len(cds)}"))
+        pos += len(gene) + int(rng.integers(100, 300))
+    return AnnotatedSequence(seqid, "".join(seq), cds=cds)
+
+
+class OracleTagger(nn.Module):
+    """Returns each window's true labels as confident logits (found by the window's text in the one
+    genome it knows); non-coding everywhere in a window it does not find."""
+
+    def __init__(self, genome_):
+        super().__init__()
+        self.config = SimpleNamespace(n_tracks=2, n_classes=4)
+        self.text = genome_.seq
+        self.labels = torch.from_numpy(cds_labels(len(genome_), genome_.cds).astype(np.int64))
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens, lengths=None):
+        rows = []
+        for row in tokens:
+            offset = self.text.find(vocab.decode(row))
+            labels = self.labels[offset : offset + len(row)] if offset >= 0 else torch.zeros(len(row), 2).long()
+            rows.append(8.0 * nn.functional.one_hot(labels, 4).float())
+        return torch.stack(rows)
+
+
+def test_a_perfect_tagger_scores_one_and_a_silent_one_zero():
+    g = genome("chrA")
+    perfect = gene_call_scores(OracleTagger(g), [[g]], DecoderConfig())
+    assert len(g.cds) >= 20
+    assert perfect["val/genes/f1"] == pytest.approx(1.0) and perfect["val/genes/chrA/f1"] == pytest.approx(1.0)
+    assert perfect["val/genes/coding_f1"] == pytest.approx(1.0)
+    silent = gene_call_scores(OracleTagger(genome("elsewhere", seed=9)), [[g]], DecoderConfig())
+    assert silent["val/genes/f1"] == 0.0 and silent["val/genes/precision"] == 0.0  # nothing called: 0, not NaN
+    assert silent["val/genes/sensitivity"] == 0.0
+
+
+def test_genomes_weigh_the_same_whatever_their_gene_count():
+    big, small = genome("big", 40_000, seed=1), genome("small", 8_000, seed=2)
+    scores = gene_call_scores(OracleTagger(big), [[big], [small]], DecoderConfig())  # finds big's genes only
+    assert len(big.cds) > 4 * len(small.cds)
+    assert scores["val/genes/big/f1"] == pytest.approx(1.0) and scores["val/genes/small/f1"] == 0.0
+    assert scores["val/genes/f1"] == pytest.approx(0.5)  # the mean of the two, not pooled over genes
+
+
+def write_genome(path, g):
+    """A GenBank file of ``g`` (Biopython writes it, the part-1 reader reads it back)."""
+    record = SeqRecord(Seq(g.seq), id=g.id, name=g.id, annotations={"molecule_type": "DNA", "topology": "linear"})
+    for c in g.cds:
+        (start, end, strand), = c.parts
+        record.features.append(SeqFeature(FeatureLocation(start, end, strand), type="CDS",
+                                          qualifiers={"transl_table": ["11"]}))
+    SeqIO.write(record, path, "genbank")
+    return path
+
+
+def test_the_callback_logs_gene_figures_a_checkpoint_can_monitor(tmp_path):
+    (tmp_path / "genomes").mkdir()
+    write_genome(tmp_path / "genomes" / "train.gb", genome("train", 12_000, seed=3))
+    write_genome(tmp_path / "genomes" / "val.gb", genome("val", 8_000, seed=4))
+    torch.manual_seed(0)
+    network = MambaTagger(n_tracks=2, n_classes=4, d_model=8, n_layer=1, d_state=4, bidirectional=True,
+                          rc_equivariant=True)
+    task = TaggingTask(network, track_names=["forward", "reverse"], lr=0.01, weight_decay=0.0)
+    data = GenomeDataModule(train=["genomes/train.gb"], val=["genomes/val.gb"], root=str(tmp_path), window=2_000,
+                            samples_per_epoch=4, batch_size=2)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/genes/f1", mode="max",
+                                              filename="best-{step}")
+    validation = GeneCallValidation(["genomes/val.gb"], root=str(tmp_path), decoder={"min_score": 0})
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, val_check_interval=2, limit_val_batches=1,
+                         callbacks=[validation, checkpoint], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=1)
+    trainer.fit(task, datamodule=data)
+    metrics = trainer.callback_metrics
+    for name in ("val/genes/f1", "val/genes/sensitivity", "val/genes/precision", "val/genes/coding_f1",
+                 "val/genes/val/f1"):
+        assert name in metrics and 0.0 <= float(metrics[name]) <= 1.0
+    assert checkpoint.best_model_path and checkpoint.best_model_score is not None
+
+
+def test_a_missing_genome_stops_the_run_before_training(tmp_path):
+    callback = GeneCallValidation(["genomes/nowhere.gb"], root=str(tmp_path))
+    with pytest.raises(InputError, match="nowhere.gb"):
+        callback.setup(None, None, "fit")
+
+
+def test_bad_decoder_settings_are_refused_when_the_callback_is_built():
+    with pytest.raises(InputError, match="decoder"):
+        GeneCallValidation(["genomes/x.gb"], decoder={"no_such_setting": 1})
+    with pytest.raises(ValueError, match="at least one genome"):
+        GeneCallValidation([])
