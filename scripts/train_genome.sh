@@ -174,6 +174,12 @@ if tok_s:
 out.append(f"- peak allocated GPU memory while training: {gib(max(peak) if peak else None)}")
 if val:
     out.append(f"- validation loss: first {val[0]:.4f}, best {min(val):.4f}, last {val[-1]:.4f}")
+rounds = [r for r in rows if r.get("val/genes/f1") not in (None, "")]  # GeneCallValidation, when configured
+if rounds:
+    out.append("- genes called on the validation genome(s) by round (step: gene F1 / sensitivity / precision / "
+               "coding F1): " + "; ".join(
+                   f"{r['step']}: {float(r['val/genes/f1']):.3f} / {float(r['val/genes/sensitivity']):.3f} / "
+                   f"{float(r['val/genes/precision']):.3f} / {float(r['val/genes/coding_f1']):.3f}" for r in rounds))
 out += ["", "## Held-out genome", "",
         "| caller | ref CDS | calls | sensitivity | precision | exact start | base coding F1 |",
         "|---|---|---|---|---|---|---|"]
