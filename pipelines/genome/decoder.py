@@ -107,18 +107,19 @@ PACKAGE_SETTINGS = ("max_overlap", "min_score", "logit_offset", "start_bonus", "
                     "start_weight")
 
 
-def decoder_for_package(config: dict, min_length: int = 90, source: str = "package") -> DecoderConfig:
+def decoder_for_package(config: dict, min_length: int = 90, source: str = "package",
+                        field: str = "config.json 'decoder'") -> DecoderConfig:
     """The decoder a gene-caller package asks for: its config.json ``decoder`` settings (any of
-    ``PACKAGE_SETTINGS``; missing ones keep the defaults) with ``min_length`` from the user."""
+    ``PACKAGE_SETTINGS``; missing ones keep the defaults) with ``min_length`` from the user.
+    ``field`` names the settings in error messages when they come from elsewhere."""
     settings = config.get("decoder") or {}
     if not isinstance(settings, dict) or set(settings) - set(PACKAGE_SETTINGS):
         extra = sorted(set(settings) - set(PACKAGE_SETTINGS)) if isinstance(settings, dict) else settings
-        raise InputError(f"config.json 'decoder' must map {', '.join(PACKAGE_SETTINGS)} to values; got {extra!r}",
-                         file=source)
+        raise InputError(f"{field} must map {', '.join(PACKAGE_SETTINGS)} to values; got {extra!r}", file=source)
     try:
         return DecoderConfig(min_length=min_length, **settings)
     except (TypeError, ValueError) as err:
-        raise InputError(f"config.json 'decoder': {err}", file=source) from None
+        raise InputError(f"{field}: {err}", file=source) from None
 
 
 def _codon_ids(codons) -> np.ndarray:

@@ -80,7 +80,8 @@ class GeneCallValidation(pl.Callback):
         if not genomes:
             raise ValueError("GeneCallValidation needs at least one genome")
         self.entries, self.root, self.batch_windows = list(genomes), root, batch_windows
-        self.decoder = decoder_for_package({"decoder": dict(decoder or {})}, source="GeneCallValidation decoder")
+        self.decoder = decoder_for_package({"decoder": dict(decoder or {})}, source="GeneCallValidation",
+                                           field="decoder")
         self.genomes: list[list[AnnotatedSequence]] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

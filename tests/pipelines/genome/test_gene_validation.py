@@ -122,7 +122,9 @@ def test_a_missing_genome_stops_the_run_before_training(tmp_path):
 
 
 def test_bad_decoder_settings_are_refused_when_the_callback_is_built():
-    with pytest.raises(InputError, match="decoder"):
+    with pytest.raises(InputError, match="GeneCallValidation: decoder must map .*no_such_setting"):
         GeneCallValidation(["genomes/x.gb"], decoder={"no_such_setting": 1})
+    with pytest.raises(InputError, match="GeneCallValidation: decoder: min_score"):
+        GeneCallValidation(["genomes/x.gb"], decoder={"min_score": "high"})
     with pytest.raises(ValueError, match="at least one genome"):
         GeneCallValidation([])
