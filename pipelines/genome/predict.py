@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from pipelines.cpu_memory import keep_freed_memory
+from pipelines.cpu_memory import give_back_freed_memory, keep_freed_memory
 from pipelines.data.alphabet import tokenize
 from pipelines.data.errors import InputError
 from pipelines.genome.adaptive import decode_genome
@@ -76,6 +76,7 @@ BAND = 0.75  # share of the overlap, on each side of a seam, over which windows 
 # gap is 0.1-0.35 at the default 5 kb with no measurable effect on its calls (module docstring), and
 # 0.37 on lambda at 2 kb; above one half, two windows call the same base differently.
 GAP_WARNING = 0.5
+TRIM_BETWEEN_WINDOWS = True  # pipelines.cpu_memory.give_back_freed_memory after each CPU batch of windows
 N_TRACKS, N_CLASSES = 2, 4  # forward / reverse strand x (non-coding, codon position 1, 2, 3)
 
 
@@ -210,7 +211,7 @@ def predict_probabilities(
     model.eval()
     bar = tqdm(total=length, unit="bp", unit_scale=True, desc=desc, disable=not progress, file=sys.stderr)
     try:
-        with _flush_denormals(device), keep_freed_memory(device), torch.inference_mode(), amp:
+        with _flush_denormals(device), keep_freed_memory(device) as kept, torch.inference_mode(), amp:
             for group in _batches(tiles, batch_windows):
                 starts = torch.tensor([t.start for t in group], device=device)
                 index = (starts[:, None] + torch.arange(group[0].width, device=device)) % length  # (b, width)
@@ -219,6 +220,8 @@ def predict_probabilities(
                     probs[t.core_start : t.core_end] = p[t.core_start - t.start : t.core_end - t.start]
                     outside += _outside_core(t, p, band, length, circular)
                 bar.update(sum(t.core_end - t.core_start for t in group))
+                if kept and TRIM_BETWEEN_WINDOWS:
+                    give_back_freed_memory()
     finally:
         bar.close()
         model.train(was_training)

@@ -93,3 +93,11 @@ def test_the_real_c_library_accepts_the_settings_where_it_is_glibc():
         assert int(block.sum()) == 64 << 20
         del block
     assert cpu_memory._depth == 0
+
+
+def test_giving_back_trims_the_heap_on_glibc_and_does_nothing_elsewhere(libc, monkeypatch):
+    cpu_memory.give_back_freed_memory()
+    assert libc.calls == [("malloc_trim", 0)]
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: None)
+    cpu_memory.give_back_freed_memory()  # no glibc: no call, no error
+    assert libc.calls == [("malloc_trim", 0)]

@@ -135,6 +135,24 @@ def test_only_a_seam_gap_above_the_threshold_warns(caplog, monkeypatch):
     assert "chr1" in caplog.text and "overlap 250 bp" in caplog.text and "raise the overlap" in caplog.text
 
 
+def test_a_cpu_run_gives_freed_memory_back_after_every_batch_of_windows(monkeypatch):
+    # Kept memory fragments across windows (E. coli on one thread peaked at 8.0 GB without this, 3.6 GB
+    # with nothing kept): each batch's end trims the heap, so a run is bounded by one batch's working set.
+    from pipelines import cpu_memory
+
+    calls = []
+    fake = SimpleNamespace(mallopt=lambda param, value: 1, malloc_trim=lambda pad: calls.append(pad) or 1)
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: fake)
+    model, tokens = sharp_tagger(seed=1, n_layer=1), lambda_tokens(3000)
+    assert len(plan_tiles(3000, 1000, 100)) == 4
+    predict_probabilities(model, tokens, window=1000, overlap=100, batch_windows=3)  # batches of 3 and 1
+    assert calls == [0, 0, 0]  # after each of the two batches, and once more on leaving
+    calls.clear()
+    monkeypatch.setattr(predict_module, "TRIM_BETWEEN_WINDOWS", False)
+    predict_probabilities(model, tokens, window=1000, overlap=100, batch_windows=3)
+    assert calls == [0]  # only on leaving
+
+
 def test_one_window_is_the_single_pass_and_batching_changes_nothing():
     model = sharp_tagger(seed=1, n_layer=1)
     tokens = lambda_tokens(3000)
