@@ -31,7 +31,10 @@ Memory: one batch of windows on the device (activations of ``batch_windows * win
 gradients) plus about 150 bytes per base of the longest record on the host (the (L, 2, 4) float32
 probabilities and, at the peak, the decoder's per-base scores), whatever the number of windows:
 on a CPU, E. coli (4.6 Mb) peaked at 1.46 GB resident against 0.79 GB for phage lambda (48.5 kb)
-with the same model and window (benchmarks/RESULTS.md).
+with the same model and window (benchmarks/RESULTS.md). On a CPU with glibc the model run keeps
+freed memory for reuse inside a window and gives it back after every batch of windows
+(:mod:`pipelines.cpu_memory`): the bundled gene caller holds about 4.9 GB at a full 100 kb window
+(3.4 GB with nothing kept), whatever the genome's length.
 
 ``annotate_genome`` writes the gene calls as GFF3 through the part-1 decoder
 (:mod:`pipelines.genome.decoder`) and optionally the per-base coding probability as bedGraph, each
