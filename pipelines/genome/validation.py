@@ -94,4 +94,6 @@ class GeneCallValidation(pl.Callback):
             return
         scores = gene_call_scores(pl_module.network, self.genomes, self.decoder, self.batch_windows)
         for name, value in scores.items():
-            pl_module.log(name, value, prog_bar=name == f"{PREFIX}f1")
+            # Every rank of a multi-GPU run computes the same figures; syncing keeps the monitored
+            # metric present (and equal) on all of them.
+            pl_module.log(name, value, prog_bar=name == f"{PREFIX}f1", sync_dist=trainer.world_size > 1)
