@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import platform
 import threading
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ _lock = threading.Lock()
 _depth = 0  # nested or concurrent runs (the app serves several sessions): only the last one out restores
 
 
+@functools.cache  # find_library runs ldconfig (~2 ms): look once, not at every window of every run
 def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
