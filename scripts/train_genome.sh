@@ -154,7 +154,11 @@ val = column("val/loss")
 steps = json.load(open(os.path.join(pkg, "metrics.json")))["global_step"]  # of the exported checkpoint
 last = torch.load(os.path.join(run, "checkpoints", "last.ckpt"), map_location="cpu", weights_only=True)
 last_step = last["global_step"]
-resolved = yaml.safe_load(open(os.path.join(run, "config.yaml")))["data"]["init_args"]
+run_config = yaml.safe_load(open(os.path.join(run, "config.yaml")))
+resolved = run_config["data"]["init_args"]
+monitors = [(c.get("init_args") or {}).get("monitor") for c in run_config["trainer"].get("callbacks") or []
+            if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")]
+monitor = monitors[0] if monitors and monitors[0] else "the last step"  # what chose the exported checkpoint
 evaluation, held, timing = load("eval.json"), load("heldout_stats.json"), load("timing_stats.json")
 try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -167,7 +171,7 @@ out = [f"# Genome gene caller: training and evaluation ({device})", "",
        f"- fit: `{fit_cmd}`", f"- held-out genome: `{heldout}`", "", "## Training", "",
        f"- {last_step} optimiser steps in {float(fit_s):.0f} s wall (set-up and validation included), "
        f"{resolved['batch_size']} windows of {resolved['window']:,} bp per step; exported the best "
-       f"checkpoint (validation loss), step {steps}"]
+       f"checkpoint (by {monitor}), step {steps}"]
 if tok_s:
     out.append(f"- tokens/s (ThroughputMonitor, sliding mean, {len(tok_s)} logged points): "
                f"median {statistics.median(tok_s):,.0f}, last {tok_s[-1]:,.0f}")

@@ -45,4 +45,5 @@ def test_the_script_trains_exports_and_evaluates_a_package_with_the_decoder_it_w
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "## Held-out genome" in summary and "## Whole-genome inference" in summary
     assert "genes called on the validation genome(s) by round" in summary  # the config's GeneCallValidation
+    assert "exported the best checkpoint (by val/loss)" in summary  # the tiny config's ModelCheckpoint monitor
     assert (tmp_path / "out" / "genome_heldout.gff3").read_text().startswith("##gff-version 3")
