@@ -26,6 +26,7 @@ import statistics
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from pipelines.data.paths import resolve_root
 from pipelines.genome.annotation import AnnotatedSequence
@@ -88,6 +89,18 @@ class GeneCallValidation(pl.Callback):
         if self.genomes is None:  # read before training starts: a bad entry fails at once, not after an epoch
             root = resolve_root(self.root)
             self.genomes = [read_entry(entry, root) for entry in self.entries]
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Weight averaging (EMA, SWA) swaps the averaged weights in for validation and back out in its
+        # own on_validation_epoch_end, and callbacks run in list order: listed before this callback, it
+        # would leave these figures scoring the raw weights while val/loss and the exported checkpoint
+        # use the averaged ones.
+        mine = next(i for i, c in enumerate(trainer.callbacks) if c is self)
+        earlier = [type(c).__name__ for c in trainer.callbacks[:mine] if isinstance(c, WeightAveraging)]
+        if earlier:
+            raise ValueError(f"GeneCallValidation must come before {earlier[0]} in trainer.callbacks: "
+                             "otherwise it scores the raw weights, not the averaged ones that are validated "
+                             "and saved")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.genomes is None:

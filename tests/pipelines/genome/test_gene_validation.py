@@ -115,6 +115,57 @@ def test_the_callback_logs_gene_figures_a_checkpoint_can_monitor(tmp_path):
     assert checkpoint.best_model_path and checkpoint.best_model_score is not None
 
 
+def _ema_run(tmp_path, ema_first: bool, monkeypatch):
+    """A short fit with EMA weight averaging; returns (trainer, task, weights each validation scored)."""
+    import pipelines.genome.validation as validation_module
+
+    (tmp_path / "genomes").mkdir(exist_ok=True)
+    write_genome(tmp_path / "genomes" / "train.gb", genome("train", 12_000, seed=3))
+    write_genome(tmp_path / "genomes" / "val.gb", genome("val", 8_000, seed=4))
+    scored = []
+    real_scores = validation_module.gene_call_scores
+
+    def spy(model, *args, **kwargs):
+        scored.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_scores(model, *args, **kwargs)
+
+    monkeypatch.setattr(validation_module, "gene_call_scores", spy)
+    torch.manual_seed(0)
+    network = MambaTagger(n_tracks=2, n_classes=4, d_model=8, n_layer=1, d_state=4, bidirectional=True,
+                          rc_equivariant=True)
+    task = TaggingTask(network, track_names=["forward", "reverse"], lr=0.05, weight_decay=0.0)
+    data = GenomeDataModule(train=["genomes/train.gb"], val=["genomes/val.gb"], root=str(tmp_path), window=2_000,
+                            samples_per_epoch=4, batch_size=2)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/genes/f1", mode="max",
+                                              filename="best-{step}", save_top_k=1)
+    ema = pl.callbacks.EMAWeightAveraging(decay=0.5)
+    validation = GeneCallValidation(["genomes/val.gb"], root=str(tmp_path), decoder={"min_score": 0})
+    callbacks = [ema, validation, checkpoint] if ema_first else [validation, ema, checkpoint]
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, val_check_interval=2, limit_val_batches=1,
+                         callbacks=callbacks, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=data)
+    return trainer, task, scored
+
+
+def test_with_weight_averaging_the_gene_figures_score_the_averaged_weights_that_are_saved(tmp_path, monkeypatch):
+    trainer, task, scored = _ema_run(tmp_path, ema_first=False, monkeypatch=monkeypatch)
+    assert len(scored) == 2  # steps 2 and 4
+    checkpoint = torch.load(trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path,
+                            map_location="cpu", weights_only=False)
+    saved = {k.removeprefix("network."): v for k, v in checkpoint["state_dict"].items()}
+    raw = {k.removeprefix("network."): v for k, v in checkpoint["current_model_state"].items()}
+    best_step = checkpoint["global_step"]
+    figures = scored[best_step // 2 - 1]  # the validation that chose this checkpoint
+    assert all(torch.equal(figures[k], saved[k]) for k in figures)  # what was scored is what export reads
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)  # and it is not the raw weights
+
+
+def test_weight_averaging_listed_before_the_gene_validation_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="GeneCallValidation must come before EMAWeightAveraging"):
+        _ema_run(tmp_path, ema_first=True, monkeypatch=monkeypatch)
+
+
 def test_a_missing_genome_stops_the_run_before_training(tmp_path):
     callback = GeneCallValidation(["genomes/nowhere.gb"], root=str(tmp_path))
     with pytest.raises(InputError, match="nowhere.gb"):
