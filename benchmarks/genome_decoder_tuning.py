@@ -116,6 +116,11 @@ GRIDS = {
         "start_weight": [0.0, 4.0, 8.0, 16.0, 32.0, 64.0],
         "min_score": [0.0, 30.0],
     },
+    # What the adaptive start score reads upstream (session 8): the shipped matrix first, for comparison.
+    "start": {
+        "start_model": ["pwm", "sd", "pwm+sd"],
+        "start_weight": [64.0, 32.0, 128.0],
+    },
 }
 
 
@@ -124,7 +129,7 @@ def sweep(cache: Path, stems: list[str], out: Path | None, grid: str = "decoder"
     rows = []
     space = GRIDS[grid]
     keys = list(space)
-    fixed = {**(base or {}), **({"adaptive": True} if grid == "adaptive" else {})}
+    fixed = {**(base or {}), **({"adaptive": True} if grid in ("adaptive", "start") else {})}
     for values in itertools.product(*(space[k] for k in keys)):
         settings = {**fixed, **dict(zip(keys, values))}
         cfg = DecoderConfig(**settings)

@@ -14,7 +14,11 @@ same idea on top of a gene caller's probabilities (:func:`decode_genome`):
    - starts: log-odds of each start codon, and a position weight matrix of the ``RBS_WINDOW``
      bases upstream (-20..-1; the Shine-Dalgarno motif sits around -13..-6), both at the chosen
      starts vs. at the other start codons the same ORFs could have begun at (the choice the start
-     score has to make).
+     score has to make). With ``start_model`` "sd" or "pwm+sd" (DecoderConfig), also (or instead
+     of the matrix) log-odds of a Shine-Dalgarno class: the longest piece of the motif core
+     ``AGGAGG`` found upstream, by length and by spacer (bases between it and the start codon), as
+     Prodigal scores ribosome-binding sites. A matrix of fixed positions smears a motif whose
+     spacer varies by several bases from gene to gene; a class keyed on the spacer does not.
 3. Second pass: every candidate ORF (all starts of each stop) scored as model log-odds +
    ``coding_weight`` x its codons' dicodon scores + ``start_weight`` x its start's score, decoded
    with the same greedy overlap rule. Steps 2-3 run ``ROUNDS`` times, each learning from the
@@ -37,7 +41,16 @@ import numpy as np
 
 from pipelines.data.errors import InputError
 from pipelines.genome.annotation import CDS
-from pipelines.genome.decoder import DecoderConfig, base_ids, codon_ids, codon_in, codon_tables, decode, strands
+from pipelines.genome.decoder import (
+    START_MODELS,
+    DecoderConfig,
+    base_ids,
+    codon_ids,
+    codon_in,
+    codon_tables,
+    decode,
+    strands,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,51 @@ ROUNDS = 2  # learn-and-decode rounds after the first pass
 CODON_PRIOR = 64.0  # pseudo-codons pulling coding codon usage towards the background
 HEXAMER_PRIOR = 65536.0  # pseudo-hexamers (16 a cell) pulling the dicodon table towards the codon model
 START_PRIOR = 4.0  # pseudo-observations pulling start-codon and upstream-base frequencies together
+
+
+SD_CORE = "AGGAGG"  # the Shine-Dalgarno core (complement of the 16S rRNA's 3' end, CCUCCU)
+SD_MIN_MOTIF = 3  # bases: the shortest piece of the core that counts
+# Spacer (bases from the motif's last base to the start codon's first) bins, most typical first:
+# a tie between two bins of the same motif length goes to the earlier one.
+SD_SPACER_BINS = ((5, 7), (8, 10), (3, 4), (11, 13), (14, 17))
+
+
+def _sd_motifs() -> dict[int, tuple[str, ...]]:
+    """Motif length -> the distinct pieces of :data:`SD_CORE` of that length."""
+    return {k: tuple(dict.fromkeys(SD_CORE[i : i + k] for i in range(len(SD_CORE) - k + 1)))
+            for k in range(len(SD_CORE), SD_MIN_MOTIF - 1, -1)}
+
+
+N_SD_CLASSES = 1 + len(_sd_motifs()) * len(SD_SPACER_BINS)  # class 0: no motif within reach
+
+
+def sd_classes(bases: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(k,) start-codon positions on a strand with base ids ``bases`` -> (k,) Shine-Dalgarno class.
+
+    Class 0: no piece of the core at any spacer of :data:`SD_SPACER_BINS`; otherwise 1 + (motif
+    length index, longest first) x bins + spacer bin, for the longest piece found (then the most
+    typical spacer bin)."""
+    n = bases.size
+    out = np.zeros(positions.size, dtype=np.int64)
+    done = np.zeros(positions.size, dtype=bool)
+    letters = {c: i for i, c in enumerate("ACGT")}
+    for li, (k, motifs) in enumerate(_sd_motifs().items()):
+        hit = np.zeros(n + 1, dtype=bool)  # hit[i]: a motif of length k starts at base i (hit[n] stays False)
+        if n >= k:
+            for m in motifs:
+                h = np.ones(n - k + 1, dtype=bool)
+                for j, c in enumerate(m):
+                    h &= bases[j : n - k + 1 + j] == letters[c]
+                hit[: n - k + 1] |= h
+        for bi, (lo, hi) in enumerate(SD_SPACER_BINS):
+            found = np.zeros(positions.size, dtype=bool)
+            for spacer in range(lo, hi + 1):
+                first = positions - spacer - k  # the motif's first base
+                found |= hit[np.where(first >= 0, first, n)]
+            new = found & ~done
+            out[new] = 1 + li * len(SD_SPACER_BINS) + bi
+            done |= new
+    return out
 
 
 def _hexamers(codons: np.ndarray) -> np.ndarray:
@@ -83,6 +141,8 @@ class StatisticsCounts:
     coding_hexamers: np.ndarray = field(default_factory=lambda: np.zeros(4096))
     start_codon_counts: np.ndarray = field(default_factory=lambda: np.zeros((2, 64)))  # chosen / alternative
     upstream_counts: np.ndarray = field(default_factory=lambda: np.zeros((2, RBS_WINDOW, 4)))
+    sd_counts: np.ndarray = field(default_factory=lambda: np.zeros((2, N_SD_CLASSES)))  # chosen / alternative
+    start_model: str = "pwm"
     genes: int = 0
 
     def add(self, text: str, calls: list[CDS]) -> None:
@@ -145,6 +205,7 @@ class StatisticsCounts:
         for row, where in ((0, s), (1, alt)):
             self.start_codon_counts[row] += np.bincount(codons[where], minlength=64)
             self.upstream_counts[row] += _count_windows(_window_bases(bases, where))
+            self.sd_counts[row] += np.bincount(sd_classes(bases, where), minlength=N_SD_CLASSES)
 
     def statistics(self) -> GenomeStatistics:
         """The log-odds tables these counts give (zero, i.e. no opinion, where nothing was counted)."""
@@ -172,8 +233,17 @@ class StatisticsCounts:
         pooled = (up_chosen + up_other + 1.0) / (up_chosen + up_other + 1.0).sum(1, keepdims=True)
         rbs = (np.log((up_chosen + START_PRIOR * pooled) / (up_chosen.sum(1, keepdims=True) + START_PRIOR))
                - np.log((up_other + START_PRIOR * pooled) / (up_other.sum(1, keepdims=True) + START_PRIOR)))
+        sd_chosen, sd_other = self.sd_counts
+        pooled = (sd_chosen + sd_other + 1.0) / (sd_chosen + sd_other + 1.0).sum()
+        sd = (np.log((sd_chosen + START_PRIOR * pooled) / (sd_chosen.sum() + START_PRIOR))
+              - np.log((sd_other + START_PRIOR * pooled) / (sd_other.sum() + START_PRIOR)))
+        # The start model's parts not in use score 0 (no opinion).
+        if "pwm" not in self.start_model.split("+"):
+            rbs = np.zeros_like(rbs)
+        if "sd" not in self.start_model.split("+"):
+            sd = np.zeros_like(sd)
         return GenomeStatistics(coding.astype(np.float32), start_codon.astype(np.float32),
-                                rbs.astype(np.float32), self.genes)
+                                rbs.astype(np.float32), self.genes, sd.astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -184,6 +254,7 @@ class GenomeStatistics:
     start_codon: np.ndarray  # (64,) log-odds of each start codon, chosen vs alternative starts
     rbs: np.ndarray  # (RBS_WINDOW, 4) log-odds of each base upstream (-20..-1) of a chosen start
     genes: int  # genes learned from
+    sd: np.ndarray = field(default_factory=lambda: np.zeros(N_SD_CLASSES, dtype=np.float32))  # per SD class
 
     def strand_scores(self, seq: bytes, tables: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Per-position scores along one strand's bases ``seq`` (n,):
@@ -203,17 +274,21 @@ class GenomeStatistics:
         codon[codon_in(codons, is_stop)] = 0.0
         start = np.zeros(len(seq), dtype=np.float32)
         where = np.flatnonzero(codon_in(codons, is_start))
-        windows = _window_bases(base_ids(seq), where)  # (k, RBS_WINDOW)
+        bases = base_ids(seq)
+        windows = _window_bases(bases, where)  # (k, RBS_WINDOW)
         rbs = np.where(windows >= 0, self.rbs[np.arange(RBS_WINDOW), np.maximum(windows, 0)], 0.0).sum(1)
-        start[where] = self.start_codon[codons[where]] + rbs
+        sd = self.sd[sd_classes(bases, where)] if self.sd.any() else 0.0
+        start[where] = self.start_codon[codons[where]] + rbs + sd
         return codon, start
 
 
 def learn_statistics(sequences: list[tuple[str, list[CDS]]], *, transl_table: int = 11,
                      start_codons: tuple[str, ...] = DecoderConfig.start_codons,
-                     min_length: int = 90) -> GenomeStatistics:
+                     min_length: int = 90, start_model: str = "pwm") -> GenomeStatistics:
     """The statistics of a genome (``(text, calls)`` per sequence) learned from its calls."""
-    counts = StatisticsCounts(transl_table, tuple(start_codons), min_length)
+    if start_model not in START_MODELS:
+        raise ValueError(f"start_model must be one of {', '.join(START_MODELS)}, got {start_model!r}")
+    counts = StatisticsCounts(transl_table, tuple(start_codons), min_length, start_model=start_model)
     for text, calls in sequences:
         counts.add(text, calls)
     return counts.statistics()
@@ -243,7 +318,7 @@ def decode_genome(
     for round_ in range(ROUNDS):
         stats = learn_statistics([(text, c) for (_, text, _, _), c in zip(sequences, calls)],
                                  transl_table=transl_table, start_codons=cfg.start_codons,
-                                 min_length=cfg.min_length)
+                                 min_length=cfg.min_length, start_model=cfg.start_model)
         log.info("adaptive round %d: learned from %d genes", round_ + 1, stats.genes)
         if stats.genes == 0:  # nothing to learn from: the first pass stands
             break

@@ -49,6 +49,11 @@ for _i, _b in enumerate("ACGT"):
 _COMPLEMENT = bytes.maketrans(b"ACGTN", b"TGCAN")
 
 
+# Upstream parts of the adaptive start score (pipelines.genome.adaptive): a position weight matrix,
+# a Shine-Dalgarno motif class, or both.
+START_MODELS = ("pwm", "sd", "pwm+sd")
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     """Settings of :func:`decode` (see the module docstring for the rule)."""
@@ -76,6 +81,9 @@ class DecoderConfig:
     adaptive: bool = False
     coding_weight: float = 60.0
     start_weight: float = 64.0
+    # What the adaptive start score reads upstream of a start codon: "pwm" (a matrix of the 20 bases
+    # upstream), "sd" (Shine-Dalgarno motif class by length and spacer) or "pwm+sd" (both summed).
+    start_model: str = "pwm"
 
     def __post_init__(self):
         if self.min_length < 6:
@@ -89,6 +97,8 @@ class DecoderConfig:
         # runs for minutes, not when the decoder first uses them.
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"adaptive must be true or false, got {self.adaptive!r}")
+        if self.start_model not in START_MODELS:
+            raise ValueError(f"start_model must be one of {', '.join(START_MODELS)}, got {self.start_model!r}")
         numbers = {"min_score": self.min_score, "logit_offset": self.logit_offset,
                    "coding_weight": self.coding_weight, "start_weight": self.start_weight, **{
                        f"start_bonus[{codon}]": value for codon, value in (self.start_bonus or {}).items()}}
