@@ -84,12 +84,23 @@ def describe(folder: Path) -> dict[str, Any]:
     return out
 
 
+# The figures each task is judged by (README, "Results") lead the listing's four metrics.
+HEADLINE_METRICS = {
+    "classification": ("mcc", "acc", "auroc"),
+    "forecasting": ("mse", "mae"),
+    "tagging": ("sensitivity", "precision", "exact_start", "coding_f1"),
+}
+
+
 def _fmt_row(info: dict[str, Any]) -> str:
     what = info.get("classes") or info.get("track_names") or info.get("channels")
     what_text = ",".join(map(str, what))[:40] if what else ""
     if info.get("horizon"):
         what_text = (what_text + " " if what_text else "") + f"in {info.get('input_len')} -> {info['horizon']}"
-    shown = sorted(info["metrics"].items())[:4]
+    metrics_ = info["metrics"]
+    first = [k for k in HEADLINE_METRICS.get(info["task"], ()) if k in metrics_]
+    shown = [(k, metrics_[k]) for k in first] + sorted((k, v) for k, v in metrics_.items() if k not in first)
+    shown = shown[:4]
     metrics = " ".join(f"{k}={v:.4g}" for k, v in shown)
     return f"{info['name']:<28} {info['task']:<15} {info['model']:<16} {what_text:<42} {metrics}"
 

@@ -32,6 +32,17 @@ def test_package_is_described_in_the_provenance_file(package):
     assert f"`{package.name}`" in (ROOT / "data" / "PROVENANCE.md").read_text()
 
 
+def test_the_listing_leads_with_the_figures_each_task_is_judged_by(capsys):
+    from pipelines.models import main as models_main
+
+    assert models_main([]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    metrics = {name: [w.split("=")[0] for w in row.split() if "=" in w] for name, row in rows.items()}
+    assert metrics["gue_prom_core_notata-mamba"][0] == "mcc" and metrics["gue_tf_0-mamba"][0] == "mcc"
+    assert metrics["gene_caller-mamba"] == ["sensitivity", "precision", "exact_start", "coding_f1"]
+    assert metrics["exchange_rate-mamba-h96"][:2] == ["mse", "mae"]
+
+
 @pytest.mark.slow
 def test_the_gene_caller_finds_most_genes_of_phage_lambda(tmp_path):
     # Phage lambda was one of the caller's training genomes: this checks the bundled weights, the
