@@ -205,7 +205,8 @@ class StatisticsCounts:
         for row, where in ((0, s), (1, alt)):
             self.start_codon_counts[row] += np.bincount(codons[where], minlength=64)
             self.upstream_counts[row] += _count_windows(_window_bases(bases, where))
-            self.sd_counts[row] += np.bincount(sd_classes(bases, where), minlength=N_SD_CLASSES)
+            if "sd" in self.start_model.split("+"):  # a motif scan of the strand: only when it is used
+                self.sd_counts[row] += np.bincount(sd_classes(bases, where), minlength=N_SD_CLASSES)
 
     def statistics(self) -> GenomeStatistics:
         """The log-odds tables these counts give (zero, i.e. no opinion, where nothing was counted)."""
