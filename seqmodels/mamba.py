@@ -158,7 +158,9 @@ class Mamba(nn.Module):
         C = C.transpose(1, 2).contiguous()  # (batch, d_state, seqlen)
         work = self._ssm_dtype()
         A = -torch.exp(self.A_log.to(work))  # (d_inner, d_state)
-        result = selective_scan_fn(x_conv, dt.contiguous(), A, B, C, self.D.to(work), z=z.contiguous(),
+        # dt and z go in as transposed views: the CPU kernel reads them in place (benchmarks/NOTES.md
+        # C7), and the GPU launchers make their own contiguous copies.
+        result = selective_scan_fn(x_conv, dt, A, B, C, self.D.to(work), z=z,
                                    delta_bias=self.dt_proj.bias.to(work), delta_softplus=True,
                                    return_last_state=want_state, initial_state=ssm_state)
         y, last = result if want_state else (result, None)

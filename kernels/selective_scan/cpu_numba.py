@@ -141,18 +141,29 @@ def _load_block(st, ab, bi, ci, h, At, B, C, b, d0, w, b_per, c_per):
 
 @njit(inline="always")
 def _load_rows(tile, rows, t0, steps, w):
-    """tile[i, j] = rows[j, t0 + i] for i < steps: a (channels, seqlen) view read along the sequence."""
-    for j in range(w):
+    """tile[i, j] = rows[j, t0 + i] for i < steps, from a (channels, seqlen) view of either memory
+    layout: the inner loop runs along whichever axis is contiguous."""
+    if rows.strides[1] == rows.itemsize:  # (channels, seqlen) rows: read along the sequence
+        for j in range(w):
+            for i in range(steps):
+                tile[i, j] = rows[j, t0 + i]
+    else:  # channel-last memory (a projection's output, transposed): a step's channels are adjacent
         for i in range(steps):
-            tile[i, j] = rows[j, t0 + i]
+            for j in range(w):
+                tile[i, j] = rows[j, t0 + i]
 
 
 @njit(inline="always")
 def _store_rows(rows, tile, t0, steps, w):
-    """rows[j, t0 + i] = tile[i, j] for i < steps."""
-    for j in range(w):
+    """rows[j, t0 + i] = tile[i, j] for i < steps, into either memory layout (as :func:`_load_rows`)."""
+    if rows.strides[1] == rows.itemsize:
+        for j in range(w):
+            for i in range(steps):
+                rows[j, t0 + i] = tile[i, j]
+    else:
         for i in range(steps):
-            rows[j, t0 + i] = tile[i, j]
+            for j in range(w):
+                rows[j, t0 + i] = tile[i, j]
 
 
 @njit(inline="always")
@@ -292,6 +303,22 @@ def _bc_columns(t: torch.Tensor, dim: int, work: torch.dtype) -> tuple[np.ndarra
     return t.detach().to(work).permute(0, 3, 2, 1).contiguous().numpy(), dim // groups
 
 
+def _rows(t: torch.Tensor, work: torch.dtype) -> np.ndarray:
+    """A (batch, channels, seqlen) tensor as the kernels' array, without a copy when one of its last
+    two axes is contiguous: the transposed view of a projection's (batch, seqlen, channels) output is
+    read in place (copying it along the long stride cost more than the kernel's own tile loads)."""
+    t = t.detach().to(work)
+    if t.stride(-1) != 1 and t.stride(-2) != 1:
+        t = t.contiguous()
+    return t.numpy()
+
+
+def channel_last(batch: int, dim: int, seqlen: int, dtype: torch.dtype) -> torch.Tensor:
+    """An empty (batch, dim, seqlen) tensor laid out as (batch, seqlen, dim): the scan writes its output
+    there, so the block's output projection reads ``out.transpose(1, 2)`` without a copy."""
+    return torch.empty(batch, seqlen, dim, dtype=dtype).transpose(1, 2)
+
+
 class ScanArrays:
     """The kernels' view of the arguments: work-dtype numpy arrays, B / C as columns, flags."""
 
@@ -300,8 +327,8 @@ class ScanArrays:
         self.dstate = A.shape[1]
         self.work = work = torch.float64 if u.dtype == torch.float64 else torch.float32
         arr = lambda t: t.detach().to(work).contiguous().numpy()  # noqa: E731
-        self.u, self.delta = arr(u), arr(delta)
-        self.z = arr(z) if z is not None else self.u
+        self.u, self.delta = _rows(u, work), _rows(delta, work)
+        self.z = _rows(z, work) if z is not None else self.u
         zeros = np.zeros(self.dim, dtype=self.u.dtype)
         self.D = arr(D) if D is not None else zeros
         self.bias = arr(delta_bias) if delta_bias is not None else zeros
@@ -328,7 +355,7 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_st
     """(out in u's dtype, last state in the work dtype) from one compiled pass."""
     a = ScanArrays(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     h = a.initial(initial_state)
-    out = torch.empty(a.batch, a.dim, a.seqlen, dtype=a.work)
+    out = channel_last(a.batch, a.dim, a.seqlen, a.work)
     with _LAUNCH:
         _threads()
         _scan(a.u, a.delta, a.z, a.D, a.bias, a.At, a.B, a.C, a.b_per, a.c_per, h.numpy(), out.numpy(), a.seg,

@@ -399,6 +399,36 @@ def test_numba_positive_decays_take_the_exact_exp():
     torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5 * ref_last.abs().max())
 
 
+def channel_last_view(t):
+    """The same values as a (batch, channels, seqlen) tensor whose memory is (batch, seqlen, channels):
+    the transposed view a projection's output gives the Mamba block."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+@needs_numba
+@pytest.mark.parametrize("dim,seqlen,forms", [(8, 17, ("single", "invariant")), (80, 70, ("grouped", "single")),
+                                              (130, 33, ("invariant", "grouped"))])
+def test_numba_reads_channel_last_inputs_in_place_with_identical_values_and_gradients(dim, seqlen, forms):
+    """u, delta and z laid out channel-last (as the Mamba block passes them, uncopied) give bit-identical
+    outputs, states and gradients to contiguous ones, across channel blocks (64 wide) and step tiles (32);
+    the output is written channel-last, so the block's output projection reads it in place."""
+    args = make_case(11, batch=2, dim=dim, dstate=4, seqlen=seqlen, b_form=forms[0], c_form=forms[1],
+                     groups=(2, 2), dtype=torch.float32)
+    strided = {k: channel_last_view(v) if k in ("u", "delta", "z") else v for k, v in args.items()}
+    assert strided["u"].stride(1) == 1 and not strided["u"].is_contiguous()
+    g = torch.Generator().manual_seed(5)
+    cot = (torch.randn(2, dim, seqlen, generator=g, dtype=F64), torch.randn(2, dim, 4, generator=g, dtype=F64))
+    out, last, grads = value_and_grads(numba_fwd, strided, cot)
+    want_out, want_last, want_grads = value_and_grads(numba_fwd, args, cot)
+    assert out.stride(1) == 1  # channel-last output
+    torch.testing.assert_close(out, want_out, rtol=0, atol=0)
+    torch.testing.assert_close(last, want_last, rtol=0, atol=0)
+    for name in want_grads:
+        torch.testing.assert_close(grads[name], want_grads[name], rtol=0, atol=0, msg=name)
+    ref_out, ref_last = run(selective_scan_ref, double(args))
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-5 * ref_out.abs().max())
+
+
 @needs_numba
 def test_numba_runs_on_cpu_tensors_for_inference_and_training():
     args = make_case(22, dtype=torch.float32)
