@@ -34,7 +34,7 @@ on a CPU, E. coli (4.6 Mb) peaked at 1.46 GB resident against 0.79 GB for phage 
 with the same model and window (benchmarks/RESULTS.md). On a CPU with glibc the model run keeps
 freed memory for reuse inside a window and gives it back after every batch of windows
 (:mod:`pipelines.cpu_memory`): the bundled gene caller peaks at 4.4-4.9 GB with 100 kb windows
-(3.4-3.6 GB with nothing kept), whatever the genome's length (E. coli: 4.44 GB).
+(3.4-3.6 GB with nothing kept), whatever the genome's length (E. coli: 4.4-4.6 GB).
 
 ``annotate_genome`` writes the gene calls as GFF3 through the part-1 decoder
 (:mod:`pipelines.genome.decoder`) and optionally the per-base coding probability as bedGraph, each
