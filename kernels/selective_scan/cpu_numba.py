@@ -193,12 +193,13 @@ def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
     """out = (y + u D) silu(z), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = C_t . h_t.
 
     u, delta, z, out: (batch, dim, seqlen), each contiguous along seqlen or along dim (a channel-last
-    view, read and written in place; the tile loads pick the loop order); D, bias: (dim,); At: (dstate,
-    dim); B, C: (batch or 1, seqlen or 1, dstate, width): channel d reads column d // per, or column d where per = 0
-    (time-invariant, one column per channel); per = dim // ngroups otherwise. h: (batch, dim, dstate),
-    the initial state on entry and the last one on exit. Absent z, D, bias are dummies of the right
-    shape, flagged off. Blocks of channels never cross a multiple of ``seg``. fast: float32 with the
-    vectorised exp (module notes); a_nonpos: all A <= 0, so a step whose dt are all >= 0 has dt A <= 0.
+    view, read and written in place; the tile loads pick the loop order). D, bias: (dim,). At:
+    (dstate, dim). B, C: (batch or 1, seqlen or 1, dstate, width): channel d reads column d // per,
+    or column d where per = 0 (time-invariant, one column per channel); per = dim // ngroups
+    otherwise. h: (batch, dim, dstate), the initial state on entry and the last one on exit. Absent
+    z, D, bias are dummies of the right shape, flagged off. Blocks of channels never cross a multiple
+    of ``seg``. fast: float32 with the vectorised exp (module notes); a_nonpos: all A <= 0, so a step
+    whose dt are all >= 0 has dt A <= 0.
     """
     batch, dim, seqlen = u.shape
     dstate = At.shape[0]
