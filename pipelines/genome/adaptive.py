@@ -145,6 +145,10 @@ class StatisticsCounts:
     start_model: str = "pwm"
     genes: int = 0
 
+    def uses(self, part: str) -> bool:
+        """Whether ``start_model`` ("pwm", "sd" or "pwm+sd") includes ``part``."""
+        return part in self.start_model.split("+")
+
     def add(self, text: str, calls: list[CDS]) -> None:
         """Count one sequence ``text`` (ACGTN, any case) and its calls (forward coordinates).
 
@@ -205,7 +209,7 @@ class StatisticsCounts:
         for row, where in ((0, s), (1, alt)):
             self.start_codon_counts[row] += np.bincount(codons[where], minlength=64)
             self.upstream_counts[row] += _count_windows(_window_bases(bases, where))
-            if "sd" in self.start_model.split("+"):  # a motif scan of the strand: only when it is used
+            if self.uses("sd"):  # a motif scan of the strand: only when it is used
                 self.sd_counts[row] += np.bincount(sd_classes(bases, where), minlength=N_SD_CLASSES)
 
     def statistics(self) -> GenomeStatistics:
@@ -239,9 +243,9 @@ class StatisticsCounts:
         sd = (np.log((sd_chosen + START_PRIOR * pooled) / (sd_chosen.sum() + START_PRIOR))
               - np.log((sd_other + START_PRIOR * pooled) / (sd_other.sum() + START_PRIOR)))
         # The start model's parts not in use score 0 (no opinion).
-        if "pwm" not in self.start_model.split("+"):
+        if not self.uses("pwm"):
             rbs = np.zeros_like(rbs)
-        if "sd" not in self.start_model.split("+"):
+        if not self.uses("sd"):
             sd = np.zeros_like(sd)
         return GenomeStatistics(coding.astype(np.float32), start_codon.astype(np.float32),
                                 rbs.astype(np.float32), self.genes, sd.astype(np.float32))

@@ -91,19 +91,26 @@ def write_genome(path, g):
     return path
 
 
-def test_the_callback_logs_gene_figures_a_checkpoint_can_monitor(tmp_path):
-    (tmp_path / "genomes").mkdir()
+def tiny_fit(tmp_path, lr):
+    """The pieces of a short fit on two written genomes: (task, data, checkpoint on val/genes/f1,
+    GeneCallValidation of the validation genome)."""
+    (tmp_path / "genomes").mkdir(exist_ok=True)
     write_genome(tmp_path / "genomes" / "train.gb", genome("train", 12_000, seed=3))
     write_genome(tmp_path / "genomes" / "val.gb", genome("val", 8_000, seed=4))
     torch.manual_seed(0)
     network = MambaTagger(n_tracks=2, n_classes=4, d_model=8, n_layer=1, d_state=4, bidirectional=True,
                           rc_equivariant=True)
-    task = TaggingTask(network, track_names=["forward", "reverse"], lr=0.01, weight_decay=0.0)
+    task = TaggingTask(network, track_names=["forward", "reverse"], lr=lr, weight_decay=0.0)
     data = GenomeDataModule(train=["genomes/train.gb"], val=["genomes/val.gb"], root=str(tmp_path), window=2_000,
                             samples_per_epoch=4, batch_size=2)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/genes/f1", mode="max",
-                                              filename="best-{step}")
+                                              filename="best-{step}", save_top_k=1)
     validation = GeneCallValidation(["genomes/val.gb"], root=str(tmp_path), decoder={"min_score": 0})
+    return task, data, checkpoint, validation
+
+
+def test_the_callback_logs_gene_figures_a_checkpoint_can_monitor(tmp_path):
+    task, data, checkpoint, validation = tiny_fit(tmp_path, lr=0.01)
     trainer = pl.Trainer(accelerator="cpu", max_steps=4, val_check_interval=2, limit_val_batches=1,
                          callbacks=[validation, checkpoint], logger=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=1)
@@ -119,9 +126,6 @@ def _ema_run(tmp_path, ema_first: bool, monkeypatch):
     """A short fit with EMA weight averaging; returns (trainer, task, weights each validation scored)."""
     import pipelines.genome.validation as validation_module
 
-    (tmp_path / "genomes").mkdir(exist_ok=True)
-    write_genome(tmp_path / "genomes" / "train.gb", genome("train", 12_000, seed=3))
-    write_genome(tmp_path / "genomes" / "val.gb", genome("val", 8_000, seed=4))
     scored = []
     real_scores = validation_module.gene_call_scores
 
@@ -130,16 +134,8 @@ def _ema_run(tmp_path, ema_first: bool, monkeypatch):
         return real_scores(model, *args, **kwargs)
 
     monkeypatch.setattr(validation_module, "gene_call_scores", spy)
-    torch.manual_seed(0)
-    network = MambaTagger(n_tracks=2, n_classes=4, d_model=8, n_layer=1, d_state=4, bidirectional=True,
-                          rc_equivariant=True)
-    task = TaggingTask(network, track_names=["forward", "reverse"], lr=0.05, weight_decay=0.0)
-    data = GenomeDataModule(train=["genomes/train.gb"], val=["genomes/val.gb"], root=str(tmp_path), window=2_000,
-                            samples_per_epoch=4, batch_size=2)
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/genes/f1", mode="max",
-                                              filename="best-{step}", save_top_k=1)
+    task, data, checkpoint, validation = tiny_fit(tmp_path, lr=0.05)
     ema = pl.callbacks.EMAWeightAveraging(decay=0.5)
-    validation = GeneCallValidation(["genomes/val.gb"], root=str(tmp_path), decoder={"min_score": 0})
     callbacks = [ema, validation, checkpoint] if ema_first else [validation, ema, checkpoint]
     trainer = pl.Trainer(accelerator="cpu", max_steps=4, val_check_interval=2, limit_val_batches=1,
                          callbacks=callbacks, logger=False, enable_progress_bar=False,
