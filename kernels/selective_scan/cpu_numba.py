@@ -21,6 +21,7 @@ returns None where numba is missing.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -187,7 +188,50 @@ def _dt_row(dtr, vr, tile, i, bias, has_bias, softplus, fast, w):
             dtr[j] = vr[j]
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+def compiled_per_dtype(signature):
+    """Decorator: compile a parallel kernel for one explicit signature per work dtype (that of its
+    first argument), each dtype on its first call, cached on disk.
+
+    Typed by what it is given, numba compiles a variant for every combination of memory layouts it
+    sees, and the (batch, channels, seqlen) arrays arrive C-contiguous, channel-last or, for one
+    sequence, Fortran-ordered: four such arguments gave dozens of parallel compiles, minutes on a
+    fresh cache. The signatures declare those arrays 'A' (any strides: the tile loads choose their
+    loop order at run time) and every other array C-contiguous, so numba converts instead of
+    compiling, and a float64 variant is compiled only where float64 is used.
+    """
+    def decorate(pyfunc):
+        @functools.cache
+        def compiled(dtype: np.dtype):
+            return njit([signature(numba.from_dtype(dtype))], parallel=True, fastmath=False, cache=True)(pyfunc)
+
+        @functools.wraps(pyfunc)
+        def launch(*args):
+            return compiled(args[0].dtype)(*args)
+
+        launch.compiled = compiled
+        return launch
+
+    return decorate
+
+
+def strided(f, ndim: int = 3):
+    """A float array type of any strides: the (batch, channels, seqlen) rows the kernels read in place."""
+    return types.Array(f, ndim, "A")
+
+
+def contiguous(f, ndim: int):
+    """A C-contiguous float array type: every array the launchers allocate or copy themselves."""
+    return types.Array(f, ndim, "C")
+
+
+def _scan_signature(f):
+    i, flag = types.int64, types.boolean
+    rows, vec, bc = strided(f), contiguous(f, 1), contiguous(f, 4)
+    return types.void(rows, rows, rows, vec, vec, contiguous(f, 2), bc, bc, i, i, contiguous(f, 3), rows, i,
+                      *[flag] * 6)
+
+
+@compiled_per_dtype(_scan_signature)
 def _scan(u, delta, z, D, bias, At, B, C, b_per, c_per, h, out, seg,
           has_z, has_D, has_bias, softplus, fast, a_nonpos):
     """out = (y + u D) silu(z), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = C_t . h_t.

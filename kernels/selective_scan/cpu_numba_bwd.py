@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit, prange, types
 
 from .cpu_numba import (
     _EXP_FLOOR,
@@ -37,6 +37,9 @@ from .cpu_numba import (
     _load_rows,
     _store_rows,
     _threads,
+    compiled_per_dtype,
+    contiguous,
+    strided,
 )
 
 # Steps between stored states: the recomputed segment (ckpt + 1 states of (dstate, block)) stays in
@@ -66,7 +69,14 @@ def _bc_row(row, inv, X, xb, xt, n, col, per, w):
             row[j] = v
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+def _scan_bwd_signature(f):
+    i, flag = types.int64, types.boolean
+    rows, vec, bc, st = strided(f), contiguous(f, 1), contiguous(f, 4), contiguous(f, 3)
+    return types.void(rows, rows, rows, vec, vec, contiguous(f, 2), bc, bc, i, i, st, st, st, i, *[flag] * 6, i,
+                      st, st, st, st, contiguous(f, 2), contiguous(f, 2), st, bc, bc)
+
+
+@compiled_per_dtype(_scan_bwd_signature)
 def _scan_bwd(u, delta, z, D, bias, At, B, C, b_per, c_per, h0, dout, dlast, seg,
               has_z, has_D, has_bias, softplus, fast, a_nonpos, ckpt,
               du, ddelta, dz, dA, dD, dbias, dh0, dB, dC):
