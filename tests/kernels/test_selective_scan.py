@@ -429,6 +429,25 @@ def test_numba_reads_channel_last_inputs_in_place_with_identical_values_and_grad
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-5 * ref_out.abs().max())
 
 
+
+@needs_numba
+def test_numba_compiles_one_scan_per_dtype_whatever_the_layouts():
+    """Contiguous, channel-last and single-sequence (Fortran-ordered to numpy) inputs, forward and
+    backward, all run the same compiled variant: a variant per layout combination once cost CI minutes."""
+    import numpy as np
+
+    from kernels.selective_scan import cpu_numba, cpu_numba_bwd
+
+    for batch in (1, 2):
+        args = make_case(12, batch=batch, dim=24, dstate=4, seqlen=20, dtype=torch.float32)
+        for layout in (lambda t: t, channel_last_view):
+            case = {k: layout(v) if k in ("u", "delta", "z") else v for k, v in args.items()}
+            cot = (torch.randn(batch, 24, 20, dtype=F64), torch.randn(batch, 24, 4, dtype=F64))
+            value_and_grads(numba_fwd, case, cot)
+    f32 = np.dtype(np.float32)
+    assert len(cpu_numba._scan.compiled(f32).overloads) == 1
+    assert len(cpu_numba_bwd._scan_bwd.compiled(f32).overloads) == 1
+
 @needs_numba
 def test_numba_runs_on_cpu_tensors_for_inference_and_training():
     args = make_case(22, dtype=torch.float32)
