@@ -224,11 +224,16 @@ def contiguous(f, ndim: int):
     return types.Array(f, ndim, "C")
 
 
-def _scan_signature(f):
-    i, flag = types.int64, types.boolean
+def scan_inputs(f) -> tuple:
+    """Types of the arguments the forward and backward kernels share: u, delta, z, D, bias, At, B, C,
+    b_per, c_per."""
     rows, vec, bc = strided(f), contiguous(f, 1), contiguous(f, 4)
-    return types.void(rows, rows, rows, vec, vec, contiguous(f, 2), bc, bc, i, i, contiguous(f, 3), rows, i,
-                      *[flag] * 6)
+    return rows, rows, rows, vec, vec, contiguous(f, 2), bc, bc, types.int64, types.int64
+
+
+def _scan_signature(f):
+    # ... then h, out, seg and the six flags
+    return types.void(*scan_inputs(f), contiguous(f, 3), strided(f), types.int64, *[types.boolean] * 6)
 
 
 @compiled_per_dtype(_scan_signature)

@@ -39,7 +39,7 @@ from .cpu_numba import (
     _threads,
     compiled_per_dtype,
     contiguous,
-    strided,
+    scan_inputs,
 )
 
 # Steps between stored states: the recomputed segment (ckpt + 1 states of (dstate, block)) stays in
@@ -70,10 +70,10 @@ def _bc_row(row, inv, X, xb, xt, n, col, per, w):
 
 
 def _scan_bwd_signature(f):
-    i, flag = types.int64, types.boolean
-    rows, vec, bc, st = strided(f), contiguous(f, 1), contiguous(f, 4), contiguous(f, 3)
-    return types.void(rows, rows, rows, vec, vec, contiguous(f, 2), bc, bc, i, i, st, st, st, i, *[flag] * 6, i,
-                      st, st, st, st, contiguous(f, 2), contiguous(f, 2), st, bc, bc)
+    # ... then h0, dout, dlast, seg, the six flags, ckpt, and the gradients du ... dC
+    i, st, row2, bc = types.int64, contiguous(f, 3), contiguous(f, 2), contiguous(f, 4)
+    return types.void(*scan_inputs(f), st, st, st, i, *[types.boolean] * 6, i,
+                      st, st, st, st, row2, row2, st, bc, bc)
 
 
 @compiled_per_dtype(_scan_bwd_signature)

@@ -405,6 +405,11 @@ def channel_last_view(t):
     return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
+def channel_last_rows(args):
+    """A case with u, delta and z as channel-last views, as the Mamba block passes them."""
+    return {k: channel_last_view(v) if k in ("u", "delta", "z") else v for k, v in args.items()}
+
+
 @needs_numba
 @pytest.mark.parametrize("dim,seqlen,forms", [(8, 17, ("single", "invariant")), (80, 70, ("grouped", "single")),
                                               (130, 33, ("invariant", "grouped"))])
@@ -414,7 +419,7 @@ def test_numba_reads_channel_last_inputs_in_place_with_identical_values_and_grad
     the output is written channel-last, so the block's output projection reads it in place."""
     args = make_case(11, batch=2, dim=dim, dstate=4, seqlen=seqlen, b_form=forms[0], c_form=forms[1],
                      groups=(2, 2), dtype=torch.float32)
-    strided = {k: channel_last_view(v) if k in ("u", "delta", "z") else v for k, v in args.items()}
+    strided = channel_last_rows(args)
     assert strided["u"].stride(1) == 1 and not strided["u"].is_contiguous()
     g = torch.Generator().manual_seed(5)
     cot = (torch.randn(2, dim, seqlen, generator=g, dtype=F64), torch.randn(2, dim, 4, generator=g, dtype=F64))
@@ -429,7 +434,6 @@ def test_numba_reads_channel_last_inputs_in_place_with_identical_values_and_grad
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-5 * ref_out.abs().max())
 
 
-
 @needs_numba
 def test_numba_compiles_one_scan_per_dtype_whatever_the_layouts():
     """Contiguous, channel-last and single-sequence (Fortran-ordered to numpy) inputs, forward and
@@ -440,13 +444,13 @@ def test_numba_compiles_one_scan_per_dtype_whatever_the_layouts():
 
     for batch in (1, 2):
         args = make_case(12, batch=batch, dim=24, dstate=4, seqlen=20, dtype=torch.float32)
-        for layout in (lambda t: t, channel_last_view):
-            case = {k: layout(v) if k in ("u", "delta", "z") else v for k, v in args.items()}
+        for case in (args, channel_last_rows(args)):
             cot = (torch.randn(batch, 24, 20, dtype=F64), torch.randn(batch, 24, 4, dtype=F64))
             value_and_grads(numba_fwd, case, cot)
     f32 = np.dtype(np.float32)
     assert len(cpu_numba._scan.compiled(f32).overloads) == 1
     assert len(cpu_numba_bwd._scan_bwd.compiled(f32).overloads) == 1
+
 
 @needs_numba
 def test_numba_runs_on_cpu_tensors_for_inference_and_training():
