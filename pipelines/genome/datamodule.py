@@ -20,7 +20,9 @@ class GenomeDataModule(TaggingDataModule):
     ``mode``, ``train``, ``val``, ``test`` and ``fractions`` are those of
     :class:`pipelines.genome.windows.SplitConfig` (paths relative to ``root``, the data folder);
     ``window`` bases per sample (10-500 kb for real training), ``samples_per_epoch`` random training
-    windows per epoch; validation and test tile their genomes.
+    windows per epoch; validation and test tile their genomes. ``recode``: the probability that a
+    training window's genes are rewritten with synonymous codons of a random codon usage
+    (:mod:`pipelines.genome.recoding`; 0, the default, trains on the genomes as they are).
     """
 
     def __init__(
@@ -36,15 +38,17 @@ class GenomeDataModule(TaggingDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         seed: int = 0,
+        recode: float = 0.0,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()  # the split itself, as plain lists, goes into checkpoints and logs
         self.split = SplitConfig(
             mode=mode, train=list(train), val=list(val or []), test=list(test or []), fractions=tuple(fractions)
         )
-        self.root, self.window, self.samples_per_epoch = root, window, samples_per_epoch
+        self.root, self.window, self.samples_per_epoch, self.recode = root, window, samples_per_epoch, recode
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:  # read and label the genomes once, whatever the stage
             root = resolve_root(self.root)
-            self.datasets = build_datasets(self.split, root, self.window, self.samples_per_epoch, self.hparams.seed)
+            self.datasets = build_datasets(self.split, root, self.window, self.samples_per_epoch, self.hparams.seed,
+                                           self.recode)

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from pipelines.data.errors import InputError
 from pipelines.genome.annotation import AnnotatedSequence, read_annotation
 from pipelines.genome.labels import cds_labels
+from pipelines.genome.recoding import RecodableCodons, codons_in_window, draw_usage, recodable_codons, recode_window
 from seqmodels import vocab
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class LabelledSequence:
     tokens: np.ndarray
     labels: np.ndarray
     circular: bool = False
+    transl_table: int = 11
+    codons: RecodableCodons | None = None  # what synonymous recoding may rewrite (training sequences only)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -94,13 +97,15 @@ class SplitConfig:
                 seen[entry] = split
 
 
-def label_sequences(sequences: list[AnnotatedSequence]) -> list[LabelledSequence]:
-    """Tokens and per-strand CDS labels of each annotated sequence."""
+def label_sequences(sequences: list[AnnotatedSequence], recodable: bool = False) -> list[LabelledSequence]:
+    """Tokens and per-strand CDS labels of each annotated sequence; with ``recodable``, also the
+    codons synonymous recoding may rewrite (:mod:`pipelines.genome.recoding`)."""
     out = []
     for s in sequences:
         tokens = vocab.encode(s.seq)
         tokens[tokens < 0] = vocab.N  # IUPAC ambiguity codes read as N
-        out.append(LabelledSequence(s.id, tokens, cds_labels(len(s), s.cds), s.circular))
+        codons = recodable_codons(s.seq, s.cds, s.transl_table) if recodable else None
+        out.append(LabelledSequence(s.id, tokens, cds_labels(len(s), s.cds), s.circular, s.transl_table, codons))
     return out
 
 
@@ -112,9 +117,9 @@ def read_entry(entry: str, root: str | os.PathLike = ".") -> list[AnnotatedSeque
     return read_annotation(paths[0], paths[1] if len(paths) == 2 else None)
 
 
-def load_labelled(entry: str, root: str | os.PathLike = ".") -> list[LabelledSequence]:
-    """Labelled sequences of one split entry (see :func:`read_entry`)."""
-    return label_sequences(read_entry(entry, root))
+def load_labelled(entry: str, root: str | os.PathLike = ".", recodable: bool = False) -> list[LabelledSequence]:
+    """Labelled sequences of one split entry (see :func:`read_entry` and :func:`label_sequences`)."""
+    return label_sequences(read_entry(entry, root), recodable)
 
 
 def region_blocks(sequences: list[LabelledSequence], fractions: tuple[float, float, float]) -> dict[str, list[Region]]:
@@ -132,7 +137,9 @@ class GenomeWindows(Dataset):
     """Windows of ``window`` bases from ``regions`` of ``sequences``.
 
     ``samples=None``: deterministic tiling (validation, test). ``samples=n``: n random windows per
-    epoch, region chosen in proportion to its length, reproducible from ``seed`` and the epoch.
+    epoch, region chosen in proportion to its length, reproducible from ``seed`` and the epoch; each
+    is recoded (:mod:`pipelines.genome.recoding`) with probability ``recode``, which needs sequences
+    labelled with their recodable codons.
     """
 
     def __init__(
@@ -142,13 +149,21 @@ class GenomeWindows(Dataset):
         window: int,
         samples: int | None = None,
         seed: int = 0,
+        recode: float = 0.0,
     ):
         if window < 1:
             raise InputError(f"window must be a positive number of bases, got {window}")
+        if not 0.0 <= recode <= 1.0:
+            raise InputError(f"recode is a probability per training window, in [0, 1]; got {recode!r}")
+        if recode and samples is None:
+            raise InputError("recode applies to random training windows (samples), not to tiled evaluation windows")
+        if recode and any(s.codons is None for s in sequences):
+            raise InputError("recode needs sequences labelled with their recodable codons "
+                             "(label_sequences(..., recodable=True))")
         if not regions:
             raise InputError("no region to draw windows from")
         self.sequences, self.regions, self.window = sequences, regions, window
-        self.samples, self.seed, self.epoch = samples, seed, 0
+        self.samples, self.seed, self.epoch, self.recode = samples, seed, 0, recode
         lengths = np.array([len(r) for r in regions], dtype=np.float64)
         self._weights = lengths / lengths.sum()
         # Tiling: (region, start offset) of each window; the last window of a region is shorter.
@@ -180,9 +195,15 @@ class GenomeWindows(Dataset):
         i, start, length = self.span(index)
         s = self.sequences[i]
         idx = np.arange(start, start + length) % len(s)  # wraps only for circular whole-sequence regions
-        tokens = torch.from_numpy(s.tokens[idx].astype(np.int64))  # (L,)
+        tokens = s.tokens[idx].astype(np.int64)  # (L,)
+        if self.recode:
+            # Its own stream (the trailing 1), so the windows drawn do not depend on ``recode``.
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            if rng.uniform() < self.recode:
+                codons, offset = codons_in_window(s.codons, start, length, len(s))
+                tokens = recode_window(tokens, codons, offset, draw_usage(rng, s.transl_table), rng, s.transl_table)
         labels = torch.from_numpy(s.labels[idx].astype(np.int64))  # (L, 2)
-        return tokens, labels
+        return torch.from_numpy(tokens), labels
 
 
 def reverse_complement_example(tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,24 +219,28 @@ def build_datasets(
     window: int = 100_000,
     samples_per_epoch: int = 256,
     seed: int = 0,
+    recode: float = 0.0,
 ) -> dict[str, GenomeWindows]:
-    """Train (random windows), val and test (tiled) datasets of ``split``; a split with no genome is left out."""
+    """Train (random windows, recoded with probability ``recode``), val and test (tiled) datasets of
+    ``split``; a split with no genome is left out."""
     out = {}
     if split.mode == "region":
-        sequences = [s for entry in split.train for s in load_labelled(entry, root)]
+        sequences = [s for entry in split.train for s in load_labelled(entry, root, recodable=recode > 0)]
         regions = region_blocks(sequences, split.fractions)
         for name in SPLITS:
             if regions[name]:
-                samples = samples_per_epoch if name == "train" else None
-                out[name] = GenomeWindows(sequences, regions[name], window, samples, seed)
+                train = name == "train"
+                out[name] = GenomeWindows(sequences, regions[name], window, samples_per_epoch if train else None,
+                                          seed, recode if train else 0.0)
         return out
     for name in SPLITS:
         entries = getattr(split, name)
         if not entries:
             continue
-        sequences = [s for entry in entries for s in load_labelled(entry, root)]
+        train = name == "train"
+        sequences = [s for entry in entries for s in load_labelled(entry, root, recodable=train and recode > 0)]
         regions = [Region(i, 0, len(s), wrap=s.circular) for i, s in enumerate(sequences)]
-        samples = samples_per_epoch if name == "train" else None
-        out[name] = GenomeWindows(sequences, regions, window, samples, seed)
+        out[name] = GenomeWindows(sequences, regions, window, samples_per_epoch if train else None, seed,
+                                  recode if train else 0.0)
     log.info("genome windows: %s", {k: len(v) for k, v in out.items()})
     return out
