@@ -141,6 +141,9 @@ def run(subcommand: str, argv: list[str]) -> int:
     # checkpoint folder is ours, so these two warnings only mislead.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # We hand LightningCLI the arguments after 'seqmamba <subcommand>' ourselves; it warns whenever
+    # sys.argv is not empty as well, which is every run from the command line.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
     try:
         SeqMambaCLI(
             LightningModule,

@@ -112,6 +112,14 @@ def test_print_config_shows_the_resolved_network(capsys):
     assert printed["seed_everything"] == 1
 
 
+def test_a_command_line_run_does_not_warn_about_its_own_arguments(monkeypatch, recwarn):
+    argv = ["--config", str(REPO / "pipelines/configs/gue_tf_0.yaml"), "--print_config"]
+    monkeypatch.setattr(sys, "argv", ["seqmamba", "fit", *argv])  # as `seqmamba fit ...` leaves it
+    with pytest.raises(SystemExit):
+        run("fit", argv)
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]
+
+
 def _toy_config(tmp_path: Path, root: Path, epochs: int, extra_callbacks: str = "") -> Path:
     text = f"""
 seed_everything: 7
