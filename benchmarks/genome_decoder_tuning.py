@@ -21,6 +21,12 @@ does steps 1 and 3 in one command on the machine that has the GPU (cuda when pre
     python benchmarks/genome_decoder_tuning.py heldout data/models/gene_caller-mamba --settings JSON
     python benchmarks/genome_decoder_tuning.py timing --settings JSON   # decode time, E. coli, synthetic probs
 
+``errors`` takes one cached (non-test) genome apart under given settings: genes missed and how much
+of them the model called coding, false calls, start errors by direction and size, and the ceiling
+of the adaptive decoder with statistics learned from the reference annotation instead of the calls::
+
+    python benchmarks/genome_decoder_tuning.py errors CACHE --genome Mgen_referencegenome --settings JSON
+
 Genome entries are paths under the shared data folder (SEQMAMBA_DATA or ../shared/data), GenBank
 files whose annotation is the reference; each record is decoded with the genome's genetic code and
 topology. The cache holds float16 probabilities (seqlen, 2, 4) per record.
@@ -159,6 +165,47 @@ def score(cache: Path, stem: str, settings: dict) -> None:
               f"coding F1 {m.coding_f1:.4f}")
 
 
+def errors(cache: Path, stem: str, settings: dict) -> None:
+    """Where one genome's calls under ``settings`` go wrong (see the module docstring)."""
+    from pipelines.genome.adaptive import learn_statistics
+    from pipelines.genome.decoder import decode
+
+    records, probs, texts = _load(cache, stem)
+    cfg = DecoderConfig(**settings)
+    sequences = [(rec.id, text, p, rec.circular) for rec, p, text in zip(records, probs, texts)]
+    calls = decode_genome(sequences, transl_table=records[0].transl_table, config=cfg)
+    lengths = {rec.id: len(rec.seq) for rec in records}
+
+    def end(c):  # the stop codon's last base identifies a gene, as in pipelines.genome.evaluate
+        return c.seqid, c.strand, c.three_prime % lengths[c.seqid]
+
+    reference = {end(c): c for rec in records for c in rec.cds}
+    called = {end(c): c for per_record in calls for c in per_record}
+    prob_of = {rec.id: p for rec, p in zip(records, probs)}
+    missed = [c for k, c in reference.items() if k not in called]
+    coding = [float(np.mean([1.0 - prob_of[c.seqid][a:b, 0 if st == 1 else 1, 0].mean() for a, b, st in c.parts]))
+              for c in missed]
+    shifts = np.array([(reference[k].five_prime - c.five_prime) * c.strand for k, c in called.items()
+                       if k in reference and reference[k].five_prime != c.five_prime])
+    print(f"{stem} under {json.dumps(settings)}: {len(reference)} reference CDS, {len(called)} calls")
+    print(f"- missed {len(missed)}: median length {np.median([c.length for c in missed]):.0f} bp; the model's mean "
+          f"P(coding) over them: median {np.median(coding):.2f}, {np.mean(np.array(coding) < 0.5):.0%} below 0.5")
+    print(f"- false calls {sum(k not in reference for k in called)}")
+    print(f"- wrong starts {shifts.size}: called start downstream of the reference (gene too short) "
+          f"{int((shifts < 0).sum())}, upstream {int((shifts > 0).sum())}; "
+          f"median |shift| {np.median(abs(shifts)):.0f} bp")
+    # The ceiling of the statistics: learned from the reference instead of the decoder's own calls.
+    oracle = learn_statistics([(text, rec.cds) for rec, text in zip(records, texts)],
+                              transl_table=records[0].transl_table, start_codons=cfg.start_codons,
+                              min_length=cfg.min_length, start_model=cfg.start_model)
+    best = [decode(text, p, seqid=rec.id, transl_table=rec.transl_table, circular=rec.circular, config=cfg,
+                   statistics=oracle) for rec, p, text in zip(records, probs, texts)]
+    for name, found in (("own statistics", calls), ("statistics of the reference (ceiling)", best)):
+        m = evaluate([c for per_record in found for c in per_record], list(reference.values()), lengths)
+        print(f"- {name}: sensitivity {m.sensitivity:.4f}, precision {m.precision:.4f}, "
+              f"exact start {m.exact_start:.4f}, coding F1 {m.coding_f1:.4f}")
+
+
 # pyrodigal 3.7.1 on the same genomes (benchmarks/RESULTS.md, "Genome annotation: pyrodigal reference"):
 # sensitivity, precision, exact start, base coding F1.
 PYRODIGAL = {
@@ -269,6 +316,11 @@ def main() -> int:
     h.add_argument("--genome", default=HELDOUT, help=f"genome entry under the data folder (default {HELDOUT})")
     h.add_argument("--smoke", action="store_true", help=f"phage lambda instead ({SMOKE}): checks the command")
     h.add_argument("--out", type=Path, help="write the figures as JSON")
+    e = sub.add_parser("errors", help="where one cached genome's calls go wrong, and the statistics' ceiling")
+    e.add_argument("cache", type=Path)
+    e.add_argument("--genome", required=True, help="cached genome stem (not the held-out genome)")
+    e.add_argument("--settings", default='{"adaptive": true, "min_score": 30, "coding_weight": 80}',
+                   help="JSON object of DecoderConfig settings (default: the bundled package's)")
     m = sub.add_parser("timing", help="decode time of the one-pass and the adaptive decoder on E. coli")
     m.add_argument("--settings", default="{}", help="JSON object of adaptive settings")
     m.add_argument("--repeats", type=int, default=3)
@@ -280,6 +332,8 @@ def main() -> int:
             sweep(args.cache, args.tune, args.out, args.grid, json.loads(args.base))
         elif args.cmd == "timing":
             timing(json.loads(args.settings), args.repeats)
+        elif args.cmd == "errors":
+            errors(args.cache, args.genome, json.loads(args.settings))
         elif args.cmd == "heldout":
             heldout(args.package, SMOKE if args.smoke else args.genome, json.loads(args.settings), args.out)
         else:
