@@ -79,22 +79,46 @@ class TaggingTask(SeqTask):
         if logits.shape[:3] != labels.shape:
             raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
         n_labelled = (labels != IGNORE_INDEX).sum()
+        weights = self.position_weights(labels) if stage == "train" else None  # (B, L, T) or None
         if n_labelled == 0:
             # A window without labels must not produce NaN (cross-entropy's mean over nothing).
             loss = logits.sum() * 0.0
-        else:
+        elif weights is None:
             loss = F.cross_entropy(
                 logits.reshape(-1, self.n_classes),
                 labels.reshape(-1),
                 weight=self.class_weights,
                 ignore_index=IGNORE_INDEX,
             )
+        else:
+            loss = self._weighted_loss(logits, labels, weights)
         batch_size = labels.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch_size, sync_dist=stage != "train")
         for t, metrics in enumerate(self.stage_metrics[_key(stage)]):
             metrics.update(logits[:, :, t].reshape(-1, self.n_classes), labels[:, :, t].reshape(-1))
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
+
+    def position_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Training-loss weight of each labelled position, (B, L, T) from labels (B, L, T); None: all 1.
+
+        Subclasses that know what the labels mean override this (e.g. more weight near gene starts,
+        :class:`pipelines.genome.task.GeneTaggingTask`); validation and test losses stay unweighted."""
+        return None
+
+    def _weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with per-position ``weights``: the weighted mean, normalised as torch's
+        class-weighted mean is (by the sum of the weights of the labelled positions)."""
+        flat = labels.reshape(-1)
+        per_position = F.cross_entropy(logits.reshape(-1, self.n_classes), flat, weight=self.class_weights,
+                                       ignore_index=IGNORE_INDEX, reduction="none")  # (N,), 0 where ignored
+        valid = flat != IGNORE_INDEX
+        w = weights.reshape(-1).to(per_position.dtype) * valid
+        if self.class_weights is not None:
+            w_norm = w * self.class_weights[flat.clamp(min=0)]
+        else:
+            w_norm = w
+        return (per_position * w).sum() / w_norm.sum().clamp(min=torch.finfo(per_position.dtype).tiny)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         probs = self(batch["tokens"], batch.get("lengths")).float().softmax(-1)  # (B, L, T, K)
