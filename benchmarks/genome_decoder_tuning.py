@@ -193,12 +193,16 @@ def errors(cache: Path, stem: str, settings: dict) -> None:
     shifts = np.array([(reference[k].five_prime - c.five_prime) * c.strand for k, c in called.items()
                        if k in reference and reference[k].five_prime != c.five_prime])
     print(f"{stem} under {json.dumps(settings)}: {len(reference)} reference CDS, {len(called)} calls")
-    print(f"- missed {len(missed)}: median length {np.median([c.length for c in missed]):.0f} bp; the model's mean "
-          f"P(coding) over them: median {np.median(coding):.2f}, {np.mean(np.array(coding) < 0.5):.0%} below 0.5")
+    def median(values) -> str:
+        return f"{np.median(values):.0f}" if len(values) else "-"
+
+    print(f"- missed {len(missed)}: median length {median([c.length for c in missed])} bp; the model's mean "
+          f"P(coding) over them: median {np.median(coding) if coding else float('nan'):.2f}, "
+          f"{np.mean(np.array(coding) < 0.5) if coding else 0.0:.0%} below 0.5")
     print(f"- false calls {sum(k not in reference for k in called)}")
     print(f"- wrong starts {shifts.size}: called start downstream of the reference (gene too short) "
           f"{int((shifts < 0).sum())}, upstream {int((shifts > 0).sum())}; "
-          f"median |shift| {np.median(abs(shifts)):.0f} bp")
+          f"median |shift| {median(abs(shifts))} bp")
     # The ceiling of the statistics: learned from the reference instead of the decoder's own calls.
     oracle = learn_statistics([(text, rec.cds) for rec, text in zip(records, texts)],
                               transl_table=records[0].transl_table, start_codons=cfg.start_codons,
