@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_cpu_conv.py
 
 Rows: our path (one grouped F.conv1d over the left-padded input, autograd backward), unrolled
-shifted multiply-adds (one addcmul per tap), and one decoding step (causal_conv1d_update +
+shifted multiply-adds (one addcmul per tap), our path on the Mamba block's channel-last input (a
+channels-last 2-D conv without gradients, F.conv1d with them; the last shape is the gene caller's),
+and one decoding step (causal_conv1d_update +
 selective_state_update on the CPU path). float32, width 4, silu, bias; median of repeated calls
 on random inputs. Prints a markdown table.
 """
@@ -53,14 +55,18 @@ def bench_shape(batch: int, dim: int, seqlen: int, reps: int) -> None:
     weight = torch.randn(dim, 4, requires_grad=True)
     bias = torch.randn(dim, requires_grad=True)
     dy = torch.randn(batch, dim, seqlen)
+    # The Mamba block's layout: x a (batch, dim, seqlen) view of (batch, seqlen, dim) rows.
+    rows = torch.randn(batch, seqlen, dim, requires_grad=True)
     paths = {
-        "ours: grouped F.conv1d": lambda: causal_conv1d_torch(x, weight, bias, activation="silu"),
-        "unrolled shifted addcmul": lambda: conv_shifted(x, weight, bias),
+        "ours: grouped F.conv1d": (lambda: causal_conv1d_torch(x, weight, bias, activation="silu"), x),
+        "unrolled shifted addcmul": (lambda: conv_shifted(x, weight, bias), x),
+        "ours, channel-last x (inference: channels-last 2-D conv)": (
+            lambda: causal_conv1d_torch(rows.transpose(1, 2), weight, bias, activation="silu"), rows),
     }
-    for name, fn in paths.items():
+    for name, (fn, leaf) in paths.items():
         with torch.no_grad():
             fwd = median_ms(fn, reps)
-        both = median_ms(lambda fn=fn: torch.autograd.grad(fn(), (x, weight, bias), dy), reps)
+        both = median_ms(lambda fn=fn, leaf=leaf: torch.autograd.grad(fn(), (leaf, weight, bias), dy), reps)
         print(f"| {batch} x {dim} x {seqlen} | {name} | {fwd:.2f} | {both:.2f} |")
 
 
@@ -73,7 +79,7 @@ def main() -> None:
           f" load average {os.getloadavg()[0]:.1f}\n")
     print("| batch x dim x seqlen | path | forward ms | forward + backward ms |")
     print("|---|---|---|---|")
-    for batch, dim, seqlen in ((1, 256, 4096), (8, 512, 1024), (2, 1536, 2048)):
+    for batch, dim, seqlen in ((1, 256, 4096), (8, 512, 1024), (2, 1536, 2048), (2, 384, 20000)):
         bench_shape(batch, dim, seqlen, args.reps)
 
     from kernels import causal_conv1d_update, selective_state_update

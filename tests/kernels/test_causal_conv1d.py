@@ -110,6 +110,63 @@ def test_torch_path_random_shapes_float64(monkeypatch, batch, dim, seqlen, width
     assert_matches_reference(inputs, torch.float64, activation)
 
 
+def channel_last(inputs):
+    """The same inputs with x stored as (batch, seqlen, dim), as the Mamba block hands it over."""
+    x, *rest = inputs
+    return [x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(x.requires_grad), *rest]
+
+
+def assert_inference_matches_reference(inputs, activation, rtol, atol):
+    """Under no_grad (where channel-last x takes the channels-last 2-D conv), y with and without
+    the final states, and the final states, equal the float64 reference's."""
+    x, weight, bias, init = inputs
+    want, want_final = causal_conv1d_ref(*(None if t is None else t.detach().double() for t in inputs),
+                                         return_final_states=True, activation=activation)
+    with torch.no_grad():
+        y, final = causal_conv1d_fn(x, weight, bias, initial_states=init, return_final_states=True,
+                                    activation=activation)
+        y_only = causal_conv1d_fn(x, weight, bias, initial_states=init, activation=activation)
+    for got, expected in ((y, want), (final, want_final), (y_only, want)):
+        torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=atol)
+    assert y_only.stride(1) == 1  # channel-last out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.integers(1, 3), dim=st.integers(2, 9), seqlen=st.integers(1, 70), width=st.integers(2, 4),
+       activation=st.sampled_from([None, "silu"]), bias=st.booleans(), init=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_torch_path_channel_last_random_shapes_float64(monkeypatch, batch, dim, seqlen, width, activation, bias,
+                                                       init, seed):
+    """Channel-last x, for any shape, with or without history and final states: inference (its own
+    channels-last 2-D conv) and training (values and gradients) are the reference's."""
+    monkeypatch.setenv("SEQMAMBA_BACKEND", "torch")
+    inputs = channel_last(make_inputs(batch, dim, seqlen, width, bias=bias, init=init, seed=seed))
+    assert inputs[0].stride(1) == 1
+    assert_inference_matches_reference(inputs, activation, 1e-10, 1e-10)
+    assert_matches_reference(inputs, torch.float64, activation)
+
+
+@pytest.mark.parametrize(("width", "seqlen", "activation", "bias", "init"), CASES)
+def test_torch_path_channel_last_float32(monkeypatch, width, seqlen, activation, bias, init):
+    monkeypatch.setenv("SEQMAMBA_BACKEND", "torch")
+    inputs = channel_last(make_inputs(2, 5, seqlen, width, bias=bias, init=init, seed=width * 100 + seqlen))
+    assert_inference_matches_reference(cast(inputs, torch.float32), activation, *TOL[torch.float32])
+    assert_matches_reference(inputs, torch.float32, activation)
+
+
+def test_torch_path_output_follows_the_input_layout(monkeypatch):
+    """Inference on channel-last x gives channel-last y (what reads the conv's output next reads rows
+    in place); (batch, dim, seqlen) storage, or a gradient to compute, gives (batch, dim, seqlen) y."""
+    monkeypatch.setenv("SEQMAMBA_BACKEND", "torch")
+    inputs = [None if t is None else t.detach().float() for t in make_inputs(2, 6, 40, 4)]
+    x, weight, bias, _ = inputs
+    rows = channel_last(inputs)[0]
+    with torch.no_grad():
+        assert causal_conv1d_fn(rows, weight, bias, activation="silu").stride(1) == 1
+        assert causal_conv1d_fn(x, weight, bias, activation="silu").stride(1) == 40
+    assert causal_conv1d_fn(rows, weight.requires_grad_(), bias, activation="silu").stride(1) == 40
+
+
 def test_torch_path_bfloat16_uses_fp32_math(monkeypatch):
     """bf16 in, bf16 out, with fp32 arithmetic: as close as one final rounding to bf16 allows."""
     monkeypatch.setenv("SEQMAMBA_BACKEND", "torch")
