@@ -39,23 +39,10 @@ class GeneTaggingTask(TaggingTask):
     ``start_bases[0]`` upstream to ``start_bases[1]`` downstream of each gene's first base
     (:func:`gene_start_region`). ``start_weight`` 1 is the plain task."""
 
-    def __init__(
-        self,
-        network: nn.Module,
-        n_tracks: int | None = None,
-        n_classes: int | None = None,
-        track_names: list[str] | None = None,
-        class_weights: list[float] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_ratio: float = 0.05,
-        min_lr_ratio: float = 0.01,
-        start_weight: float = 1.0,
-        start_bases: tuple[int, int] = (30, 60),
-    ) -> None:
-        super().__init__(network, n_tracks, n_classes, track_names, class_weights, lr, weight_decay, betas,
-                         warmup_ratio, min_lr_ratio)
+    def __init__(self, network: nn.Module, start_weight: float = 1.0, start_bases: tuple[int, int] = (30, 60),
+                 **kwargs) -> None:
+        """``kwargs``: :class:`TaggingTask`'s other settings (tracks, classes, optimiser)."""
+        super().__init__(network, **kwargs)
         if not start_weight > 0:
             raise ValueError(f"start_weight must be > 0, got {start_weight}")
         if len(start_bases) != 2 or min(start_bases) < 0:
