@@ -132,7 +132,8 @@ def decoder_for_package(config: dict, min_length: int = 90, source: str = "packa
         raise InputError(f"{field}: {err}", file=source) from None
 
 
-def _codon_ids(codons) -> np.ndarray:
+def codon_id_array(codons) -> np.ndarray:
+    """Codon texts (ACGT) -> their ids 16*b1 + 4*b2 + b3 (A=0, C=1, G=2, T=3)."""
     return np.array([16 * "ACGT".index(c[0]) + 4 * "ACGT".index(c[1]) + "ACGT".index(c[2]) for c in codons], dtype=int)
 
 
@@ -147,8 +148,8 @@ def codon_tables(transl_table: int, start_codons=DEFAULT_STARTS) -> tuple[np.nda
         raise InputError(f"transl_table {transl_table!r} is not an NCBI genetic code") from None
     is_start = np.zeros(64, dtype=bool)
     is_stop = np.zeros(64, dtype=bool)
-    is_start[_codon_ids([c for c in start_codons if c in table.start_codons])] = True
-    is_stop[_codon_ids(table.stop_codons)] = True
+    is_start[codon_id_array([c for c in start_codons if c in table.start_codons])] = True
+    is_stop[codon_id_array(table.stop_codons)] = True
     return is_start, is_stop
 
 
@@ -205,7 +206,7 @@ def _strand_orfs(seq: bytes, p: np.ndarray, circular: bool, cfg: DecoderConfig, 
     logit = _logits(p, cfg.eps) - np.float32(cfg.logit_offset)  # (n, 3)
     bonus = np.zeros(64)
     for codon, value in (cfg.start_bonus or {}).items():
-        bonus[_codon_ids([codon])] = value
+        bonus[codon_id_array([codon])] = value
     if circular:  # extended coordinates: x and x + n are the same base
         wrap = np.arange(n + margin + 2) % n
         ext = bytes(np.frombuffer(seq, dtype=np.uint8)[wrap])

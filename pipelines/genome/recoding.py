@@ -32,11 +32,11 @@ import numpy as np
 from Bio.Data import CodonTable
 
 from pipelines.genome.annotation import CDS
+from pipelines.genome.decoder import codon_id_array
 from seqmodels import vocab
 
 GC_RANGE = (0.2, 0.8)  # GC level of the drawn codon usages (M. genitalium's genes ~0.32, Streptomyces' ~0.72)
 USAGE_NOISE = 0.5  # log-normal spread of each codon's weight around its GC-driven one
-_BASES = "ACGT"
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,16 @@ class RecodableCodons:
         return int(self.position.size)
 
 
-def _codon_id(codon: str) -> int:
-    return 16 * _BASES.index(codon[0]) + 4 * _BASES.index(codon[1]) + _BASES.index(codon[2])
-
-
 @cache
 def synonyms(transl_table: int = 11) -> tuple[np.ndarray, np.ndarray]:
     """(amino (64,), table (n_amino, 6)) for a genetic code: ``amino[c]`` the row of codon id ``c``
     (16*b1 + 4*b2 + b3, A=0 C=1 G=2 T=3), -1 for stops and for amino acids with one codon; row
     ``a`` of ``table`` lists that amino acid's codon ids, padded with -1."""
     forward = CodonTable.unambiguous_dna_by_id[int(transl_table)].forward_table
-    by_amino: dict[str, list[int]] = {}
+    by_amino: dict[str, list[str]] = {}
     for codon, aa in sorted(forward.items()):
-        by_amino.setdefault(aa, []).append(_codon_id(codon))
-    groups = [ids for _, ids in sorted(by_amino.items()) if len(ids) > 1]
+        by_amino.setdefault(aa, []).append(codon)
+    groups = [codon_id_array(codons) for _, codons in sorted(by_amino.items()) if len(codons) > 1]
     amino = np.full(64, -1, dtype=np.int16)
     table = np.full((len(groups), max(len(g) for g in groups)), -1, dtype=np.int16)
     for row, ids in enumerate(groups):
